@@ -1,0 +1,237 @@
+// initialize(): DeepSpeed's deepspeed.initialize() order, one function per step.
+#include <dspp/initialize.h>
+#include <dspp/kinds/flagger.h>
+#include <dspp/plugins.h>
+
+#include <algorithm>
+#include <cctype>
+#include <string>
+
+#include <rapidjson/document.h>
+
+#include "engine/initialize_steps.h"
+#include "engine/zero_init.h"
+#include "log/log.h"
+
+namespace dspp {
+namespace init_steps {
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+[[noreturn]] void fail(const std::string& msg) {
+  throw Error(Errc::kInvalidArgument, "initialize: " + msg);
+}
+
+// The plugin schemas the config registry validates plugin sections with.
+LoadOptions load_options(const InitializeArgs& a, const dist::LaunchEnv& env,
+                         const PluginRegistry* reg) {
+  LoadOptions o;
+  o.world_size = env.world_size;
+  o.world_size_source = env.world_size > 1
+                            ? "world size " + std::to_string(env.world_size) + " from " + env.source
+                            : "single process";
+  if (a.mpu) {
+    o.tp_size = a.mpu->model_parallel_world_size();
+  }
+  if (a.mesh_param) {
+    // Checked here, before the batch arithmetic divides the world by sp.
+    auto [dp, sp] = *a.mesh_param;
+    if (dp < 1 || sp < 1 || dp * sp != env.world_size) {
+      fail("mesh_param (" + std::to_string(dp) + ", " + std::to_string(sp) +
+           ") does not multiply to the world size " + std::to_string(env.world_size) + " (" +
+           env.source + ")");
+    }
+    o.sp_size = sp;
+  }
+  o.auto_values = a.auto_values;
+  if (reg) {
+    o.plugin_options = [reg](std::string_view kind,
+                             std::string_view name) -> const std::vector<KeySpec>* {
+      const PluginInfo* info = reg->find(kind, name);
+      return info ? &info->options : nullptr;
+    };
+  }
+  return o;
+}
+
+}  // namespace
+
+dist::LaunchEnv init_distributed(const InitializeArgs& a) {
+  dist::LaunchEnv env = dist::read_launch_env(a.distributed_port);
+  if (env.world_size > 1 && a.dist_init_required.value_or(true)) {
+    throw Error(Errc::kRuntime,
+                "initialize: " + env.source + " says world size " + std::to_string(env.world_size) +
+                    ", but this dspp build has no distributed runtime yet (comm plugins arrive "
+                    "with the distributed release); run one process");
+  }
+  log::set_rank(env.rank, env.world_size);
+  return env;
+}
+
+Config load_config(const InitializeArgs& a, const dist::LaunchEnv& env, const PluginRegistry* reg,
+                   bool quiet) {
+  std::optional<std::string> text = a.config;
+  if (!text && !a.config_object && a.config_params) text = a.config_params;
+  if (a.args && a.args->deepscale_config) {
+    log::warn("initialize", "--deepscale_config is deprecated, use --deepspeed_config");
+    if (a.args->deepspeed_config) {
+      fail("both args.deepscale_config and args.deepspeed_config are given; keep one");
+    }
+  }
+  const std::optional<std::string>& from_args =
+      a.args ? (a.args->deepspeed_config ? a.args->deepspeed_config : a.args->deepscale_config)
+             : std::optional<std::string>{};
+  if (from_args) {
+    if (text || a.config_object) {
+      fail("a config was given both in args.deepspeed_config ('" + *from_args +
+           "') and as the config argument; pass exactly one");
+    }
+    text = from_args;
+  }
+  if (text && a.config_object) fail("both config (text or path) and config_object are given");
+  if (!text && !a.config_object) {
+    fail("no config: set args.deepspeed_config, config (a path, JSON or base64) or config_object");
+  }
+  LoadOptions opts = load_options(a, env, reg);
+  if (quiet) opts.on_warning = [](const ConfigMessage&) {};
+  if (a.config_object) {
+    // Re-resolve the caller's config against this run's world and plugins.
+    return Config::from_string(a.config_object->to_json(), opts, a.config_object->origin());
+  }
+  return Config::load(*text, opts);
+}
+
+Mesh build_mesh(const InitializeArgs& a, const Config& cfg, const dist::LaunchEnv& env) {
+  Mesh m;
+  m.world_size = env.world_size;
+  m.rank = env.rank;
+  m.dp_size = cfg.batch().dp_world_size;
+  m.source = cfg.batch().dp_source;
+  if (a.mesh_param) {
+    auto [dp, sp] = *a.mesh_param;  // validated in load_options()
+    m.dp_size = dp;
+    m.sp_size = sp;
+    m.source = "mesh_param";
+  } else if (cfg.has("data_parallel_size") && cfg.has("sequence_parallel_size")) {
+    int64_t dp = cfg.get_int("data_parallel_size");
+    int64_t sp = cfg.get_int("sequence_parallel_size");
+    if (dp * sp != env.world_size) {
+      fail("data_parallel_size " + std::to_string(dp) + " x sequence_parallel_size " +
+           std::to_string(sp) + " != world size " + std::to_string(env.world_size) + " (" +
+           env.source + ")");
+    }
+    m.dp_size = dp;
+    m.sp_size = sp;
+    m.source = "config data_parallel_size/sequence_parallel_size";
+  }
+  if (a.mpu) m.tp_size = a.mpu->model_parallel_world_size();
+  return m;
+}
+
+void merge_autotp(const Config& cfg, Mesh& mesh) {
+  if (!cfg.has("tensor_parallel.autotp_size")) return;
+  int64_t tp = cfg.get_int("tensor_parallel.autotp_size");
+  if (tp > 1) {
+    throw Error(Errc::kConfig,
+                "tensor_parallel.autotp_size=" + std::to_string(tp) +
+                    ": AutoTP is not available in this dspp release (it arrives as the tp/autotp "
+                    "plugin); remove the key or set it to 0");
+  }
+  (void)mesh;
+}
+
+void run_flaggers(const Config& cfg, Module& model, const PluginRegistry& reg) {
+  if (!cfg.has("optimizer.type") || lower(cfg.get_string("optimizer.type")) != "muon") return;
+  auto flagger = reg.create<Flagger>(DSPP_KIND_FLAGGER, "muon", cfg.view("optimizer.params"));
+  std::vector<Parameter*> params = model.parameters();
+  std::vector<FlaggerParam> fp(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    fp[i].name = params[i]->name.c_str();
+    fp[i].ndim = static_cast<int32_t>(params[i]->shape.size());
+    for (size_t d = 0; d < params[i]->shape.size() && d < DSPP_MAX_DIMS; ++d) {
+      fp[i].shape[d] = params[i]->shape[d];
+    }
+    fp[i].flags = params[i]->flags;
+  }
+  check_plugin(flagger->apply(fp.data(), static_cast<int32_t>(fp.size())), "flagger/muon apply");
+  for (size_t i = 0; i < params.size(); ++i) params[i]->flags = fp[i].flags;
+}
+
+EngineKind route(const Module& model, const Config& cfg) {
+  if (dynamic_cast<const PipelineModule*>(&model)) return EngineKind::kPipelineEngine;
+  if (cfg.get_bool("hybrid_engine.enabled")) return EngineKind::kHybridEngine;
+  return EngineKind::kEngine;
+}
+
+}  // namespace init_steps
+
+InitializeResult initialize(const InitializeArgs& a) {
+  using namespace init_steps;
+  zero::InitSuspension suspend_zero_init;  // restored when this scope ends, on error too
+  if (!a.model) fail("a model is required");
+  if (a.mpu && dynamic_cast<const PipelineModule*>(a.model.get())) {
+    fail("mpu must be null with a PipelineModule (its stages define the model-parallel groups)");
+  }
+  dist::LaunchEnv env = init_distributed(a);
+
+  // Plugin folders may come from the config (plugin_paths), so read it once to find them.
+  std::shared_ptr<PluginRegistry> reg = a.plugins;
+  if (!reg) {
+    Config first = load_config(a, env, nullptr, /*quiet=*/true);
+    std::vector<std::string> extra;
+    if (first.has("plugin_paths")) {
+      rapidjson::Document doc;
+      doc.Parse(first.get_json("plugin_paths").c_str());
+      for (const auto& v : doc.GetArray()) extra.emplace_back(v.GetString());
+    }
+    reg = std::make_shared<PluginRegistry>();
+    reg->scan(PluginRegistry::search_path(extra));
+  }
+  Config cfg = load_config(a, env, reg.get());
+  int64_t numel = 0;
+  std::vector<Parameter*> params = a.model->parameters();
+  for (const Parameter* p : params) {
+    int64_t n = 1;
+    for (int64_t d : p->shape) n *= d;
+    numel += n;
+  }
+  log::info("initialize", a.model->type_name() + ": " + std::to_string(params.size()) +
+                              " parameters, " + std::to_string(numel) + " elements");
+  Mesh mesh = build_mesh(a, cfg, env);
+  merge_autotp(cfg, mesh);
+  run_flaggers(cfg, *a.model, *reg);
+
+  EngineKind kind = route(*a.model, cfg);
+  if (kind != EngineKind::kEngine) {
+    throw Error(Errc::kRuntime, std::string("initialize: this model/config routes to ") +
+                                    to_string(kind) +
+                                    ", which is not available in this dspp release");
+  }
+  if (a.training_data) {
+    fail("training_data was given, but the data loader is not available in this dspp release");
+  }
+
+  std::shared_ptr<Optimizer> optimizer = a.optimizer;
+  if (!optimizer && cfg.has("optimizer.type")) {
+    optimizer = reg->create<Optimizer>(DSPP_KIND_OPTIMIZER, cfg.get_string("optimizer.type"),
+                                       cfg.view("optimizer.params"));
+  }
+  std::shared_ptr<Scheduler> scheduler = a.lr_scheduler;
+  if (!scheduler && cfg.has("scheduler.type")) {
+    scheduler = reg->create<Scheduler>(DSPP_KIND_SCHEDULER, cfg.get_string("scheduler.type"),
+                                       cfg.view("scheduler.params"));
+  }
+  auto engine = std::make_shared<Engine>(std::move(cfg), a.model, optimizer, scheduler, mesh);
+  log::info("initialize", std::string("engine ") + to_string(engine->kind()) +
+                              ": train_batch_size=" + std::to_string(engine->train_batch_size()) +
+                              " micro=" + std::to_string(engine->train_micro_batch_size_per_gpu()) +
+                              " gas=" + std::to_string(engine->gradient_accumulation_steps()) +
+                              " dp=" + std::to_string(mesh.dp_size));
+  return {engine, optimizer, nullptr, scheduler};
+}
+
+}  // namespace dspp

@@ -1,0 +1,72 @@
+// Plugin kind `comm`: collectives and point-to-point transfers over flat buffers (Gloo on CPUs,
+// NCCL on GPUs). Calls are asynchronous and return a handle to wait on.
+#ifndef DSPP_KINDS_COMM_H
+#define DSPP_KINDS_COMM_H
+
+#include <dspp/abi.h>
+
+#ifdef __cplusplus
+namespace dspp {
+
+enum ReduceOp : int32_t { kReduceSum = 0, kReduceAvg = 1, kReduceMax = 2, kReduceMin = 3 };
+
+// The host's key-value store (rendezvous), handed to the comm plugin to exchange addresses/ids.
+struct KvStore {
+  void* self;
+  dspp_status (*set)(void* self, const char* key, const void* value, size_t len);
+  // Blocks until the key exists or the store's timeout passes; the host owns *value until the next
+  // call from this thread.
+  dspp_status (*get)(void* self, const char* key, const void** value, size_t* len);
+  dspp_status (*add)(void* self, const char* key, int64_t delta, int64_t* result);
+};
+
+class CommWork {
+ public:
+  virtual dspp_status wait() noexcept = 0;
+  virtual void release() noexcept = 0;  // frees the handle; waits first if still pending
+
+ protected:
+  ~CommWork() = default;
+};
+
+class Communicator {
+ public:
+  virtual int32_t rank() const noexcept = 0;
+  virtual int32_t size() const noexcept = 0;
+  // `ranks` lists the members of the new group in global ranks; every member calls with the same
+  // list. Non-members get *out = NULL.
+  virtual dspp_status split(const int32_t* ranks, int32_t n, const char* tag,
+                            Communicator** out) noexcept = 0;
+  virtual void release() noexcept = 0;
+
+  virtual dspp_status all_reduce(dspp_tensor_view buf, int32_t op, CommWork** work) noexcept = 0;
+  // in has size() * out elements; each rank receives its reduced slice.
+  virtual dspp_status reduce_scatter(dspp_tensor_view in, dspp_tensor_view out, int32_t op,
+                                     CommWork** work) noexcept = 0;
+  // out has size() * in elements, rank-major.
+  virtual dspp_status all_gather(dspp_tensor_view in, dspp_tensor_view out,
+                                 CommWork** work) noexcept = 0;
+  virtual dspp_status broadcast(dspp_tensor_view buf, int32_t root, CommWork** work) noexcept = 0;
+  virtual dspp_status send(dspp_tensor_view buf, int32_t peer, int32_t tag,
+                           CommWork** work) noexcept = 0;
+  virtual dspp_status recv(dspp_tensor_view buf, int32_t peer, int32_t tag,
+                           CommWork** work) noexcept = 0;
+  virtual dspp_status barrier() noexcept = 0;
+
+ protected:
+  ~Communicator() = default;
+};
+
+// The object a comm plugin's create() returns: makes the world communicator from the store.
+class CommBackend {
+ public:
+  virtual dspp_status init_world(const KvStore* store, int32_t rank, int32_t world_size,
+                                 Communicator** out) noexcept = 0;
+
+ protected:
+  ~CommBackend() = default;
+};
+
+}  // namespace dspp
+#endif
+#endif

@@ -1,0 +1,86 @@
+// Tensors: typed, contiguous, row-major memory on a device, owned by the core's allocator and
+// shared by reference. Views share storage (ZeRO partitions and buckets are views of one flat
+// buffer). `view()` hands the plain dspp_tensor_view that crosses the plugin boundary.
+#ifndef DSPP_TENSOR_H
+#define DSPP_TENSOR_H
+
+#include <dspp/abi.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dspp {
+
+size_t dtype_size(dspp_dtype dtype);
+const char* dtype_name(dspp_dtype dtype);
+
+inline dspp_device cpu_device() {
+  return dspp_device{DSPP_DEVICE_CPU, 0};
+}
+std::string device_name(dspp_device device);  // "cpu", "cuda:0"
+
+// Memory for tensors on one device kind. The CPU one is built in; the CUDA device plugin
+// registers its caching allocator when loaded.
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual void* allocate(size_t bytes, dspp_device device) = 0;  // throws dspp::Error when out
+  virtual void deallocate(void* ptr, size_t bytes, dspp_device device) noexcept = 0;
+};
+// Installs the allocator for a device type (nullptr restores the default for the CPU).
+void set_allocator(dspp_device_type type, Allocator* allocator);
+Allocator& allocator_for(dspp_device_type type);
+
+class Storage;
+
+class Tensor {
+ public:
+  Tensor() = default;  // undefined: no storage
+  static Tensor empty(std::vector<int64_t> shape, dspp_dtype dtype = DSPP_F32,
+                      dspp_device device = cpu_device());
+  static Tensor zeros(std::vector<int64_t> shape, dspp_dtype dtype = DSPP_F32,
+                      dspp_device device = cpu_device());
+
+  bool defined() const { return storage_ != nullptr; }
+  dspp_dtype dtype() const { return dtype_; }
+  dspp_device device() const { return device_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t dim() const { return static_cast<int64_t>(shape_.size()); }
+  int64_t size(int64_t d) const { return shape_.at(d < 0 ? d + dim() : d); }
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+
+  void* data() const;
+  template <class T>
+  T* data() const {
+    return static_cast<T*>(data());
+  }
+
+  // A tensor sharing this storage: `numel(shape)` elements starting `offset` elements in.
+  Tensor slice(int64_t offset, std::vector<int64_t> shape) const;
+  // The same elements with another shape (numel must match).
+  Tensor reshape(std::vector<int64_t> shape) const;
+  // Fills with zeros (host memory only, or through the device allocator's owner later).
+  void zero_();
+
+  // The plain view that crosses the plugin boundary.
+  dspp_tensor_view view(void* stream = nullptr) const;
+
+  std::string describe() const;  // "f32[4, 3] cpu"
+
+ private:
+  std::shared_ptr<Storage> storage_;
+  int64_t offset_ = 0;  // in elements
+  std::vector<int64_t> shape_;
+  dspp_dtype dtype_ = DSPP_F32;
+  dspp_device device_{DSPP_DEVICE_CPU, 0};
+};
+
+int64_t numel_of(const std::vector<int64_t>& shape);
+
+}  // namespace dspp
+
+#endif  // DSPP_TENSOR_H

@@ -1,0 +1,1 @@
+dspp_add_test(test_initialize SOURCES test_initialize.cpp)
