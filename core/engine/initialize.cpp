@@ -7,8 +7,6 @@
 #include <cctype>
 #include <string>
 
-#include <rapidjson/document.h>
-
 #include "engine/initialize_steps.h"
 #include "engine/zero_init.h"
 #include "log/log.h"
@@ -27,8 +25,7 @@ std::string lower(std::string s) {
 }
 
 // The plugin schemas the config registry validates plugin sections with.
-LoadOptions load_options(const InitializeArgs& a, const dist::LaunchEnv& env,
-                         const PluginRegistry* reg) {
+LoadOptions load_options(const InitializeArgs& a, const dist::LaunchEnv& env) {
   LoadOptions o;
   o.world_size = env.world_size;
   o.world_size_source = env.world_size > 1
@@ -48,13 +45,6 @@ LoadOptions load_options(const InitializeArgs& a, const dist::LaunchEnv& env,
     o.sp_size = sp;
   }
   o.auto_values = a.auto_values;
-  if (reg) {
-    o.plugin_options = [reg](std::string_view kind,
-                             std::string_view name) -> const std::vector<KeySpec>* {
-      const PluginInfo* info = reg->find(kind, name);
-      return info ? &info->options : nullptr;
-    };
-  }
   return o;
 }
 
@@ -72,8 +62,8 @@ dist::LaunchEnv init_distributed(const InitializeArgs& a) {
   return env;
 }
 
-Config load_config(const InitializeArgs& a, const dist::LaunchEnv& env, const PluginRegistry* reg,
-                   bool quiet) {
+Config load_config(const InitializeArgs& a, const dist::LaunchEnv& env, PluginRegistry& reg,
+                   bool scan) {
   std::optional<std::string> text = a.config;
   if (!text && !a.config_object && a.config_params) text = a.config_params;
   if (a.args && a.args->deepscale_config) {
@@ -96,13 +86,12 @@ Config load_config(const InitializeArgs& a, const dist::LaunchEnv& env, const Pl
   if (!text && !a.config_object) {
     fail("no config: set args.deepspeed_config, config (a path, JSON or base64) or config_object");
   }
-  LoadOptions opts = load_options(a, env, reg);
-  if (quiet) opts.on_warning = [](const ConfigMessage&) {};
-  if (a.config_object) {
-    // Re-resolve the caller's config against this run's world and plugins.
-    return Config::from_string(a.config_object->to_json(), opts, a.config_object->origin());
-  }
-  return Config::load(*text, opts);
+  LoadOptions opts = load_options(a, env);
+  // Re-resolve a caller's config object against this run's world and plugins.
+  std::string source = a.config_object ? a.config_object->to_json() : *text;
+  if (scan) return load_config_with_plugins(source, opts, reg);
+  use_plugin_options(opts, reg);
+  return Config::load(source, opts);
 }
 
 Mesh build_mesh(const InitializeArgs& a, const Config& cfg, const dist::LaunchEnv& env) {
@@ -178,20 +167,11 @@ InitializeResult initialize(const InitializeArgs& a) {
   }
   dist::LaunchEnv env = init_distributed(a);
 
-  // Plugin folders may come from the config (plugin_paths), so read it once to find them.
+  // The host's registry as it is, or one scanned from the search path and plugin_paths.
   std::shared_ptr<PluginRegistry> reg = a.plugins;
-  if (!reg) {
-    Config first = load_config(a, env, nullptr, /*quiet=*/true);
-    std::vector<std::string> extra;
-    if (first.has("plugin_paths")) {
-      rapidjson::Document doc;
-      doc.Parse(first.get_json("plugin_paths").c_str());
-      for (const auto& v : doc.GetArray()) extra.emplace_back(v.GetString());
-    }
-    reg = std::make_shared<PluginRegistry>();
-    reg->scan(PluginRegistry::search_path(extra));
-  }
-  Config cfg = load_config(a, env, reg.get());
+  const bool scan = !reg;
+  if (scan) reg = std::make_shared<PluginRegistry>();
+  Config cfg = load_config(a, env, *reg, scan);
   int64_t numel = 0;
   std::vector<Parameter*> params = a.model->parameters();
   for (const Parameter* p : params) {

@@ -13,10 +13,10 @@ namespace dspp::init_steps {
 dist::LaunchEnv init_distributed(const InitializeArgs& a);
 
 // Step 3: the one config source among args.deepspeed_config, config, config_object and
-// config_params, with DeepSpeed's rules for conflicts. Returns a description for messages.
-// `quiet` drops warnings (the first read that only looks for plugin_paths).
-Config load_config(const InitializeArgs& a, const dist::LaunchEnv& env, const PluginRegistry* reg,
-                   bool quiet = false);
+// config_params, with DeepSpeed's rules for conflicts.
+// `scan`: fill `reg` from the search path and the config's plugin_paths first.
+Config load_config(const InitializeArgs& a, const dist::LaunchEnv& env, PluginRegistry& reg,
+                   bool scan);
 
 // Step 4: the (dp, sp) mesh from mesh_param or data_parallel_size/sequence_parallel_size.
 Mesh build_mesh(const InitializeArgs& a, const Config& cfg, const dist::LaunchEnv& env);

@@ -9,6 +9,7 @@
 #include "docs_md.h"
 
 #include <dspp/config.h>
+#include <dspp/plugins.h>
 
 #include <boost/program_options.hpp>
 
@@ -39,11 +40,11 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The plugin registry, when linked in, validates optimizer.params and scheduler.params with the
-// option schema of the plugin the config names. Until then plugin sections stay free-form here.
-std::function<const std::vector<dspp::KeySpec>*(std::string_view, std::string_view)>
-plugin_options_hook() {
-  return {};
+// Resolves FILE as initialize() would: plugin sections (optimizer.params, scheduler.params) are
+// validated against the option schema of the plugin the config names.
+dspp::Config load_with_plugins(const std::string& file, const dspp::LoadOptions& opts) {
+  static dspp::PluginRegistry registry;  // objects made from it would outlive main otherwise
+  return dspp::load_config_with_plugins(file, opts, registry);
 }
 
 po::options_description load_options_desc() {
@@ -110,7 +111,6 @@ dspp::LoadOptions parse_load_options(const std::string& command,
       opts.auto_values[kv.substr(0, eq)] = value;
     }
   }
-  opts.plugin_options = plugin_options_hook();
   opts.on_warning = [](const dspp::ConfigMessage& m) {
     std::fprintf(stderr, "ds-config: warning: %s\n", m.text.c_str());
   };
@@ -122,7 +122,7 @@ int run_check(const std::vector<std::string>& args) {
   bool help = false;
   dspp::LoadOptions opts = parse_load_options("check", args, file, help);
   if (help) return 0;
-  dspp::Config cfg = dspp::Config::load(file, opts);
+  dspp::Config cfg = load_with_plugins(file, opts);
   const dspp::BatchTriple& b = cfg.batch();
   std::printf(
       "train_batch_size=%lld train_micro_batch_size_per_gpu=%lld "
@@ -137,7 +137,7 @@ int run_explain(const std::vector<std::string>& args) {
   bool help = false;
   dspp::LoadOptions opts = parse_load_options("explain", args, file, help);
   if (help) return 0;
-  dspp::Config cfg = dspp::Config::load(file, opts);
+  dspp::Config cfg = load_with_plugins(file, opts);
   const dspp::BatchTriple& b = cfg.batch();
   std::cout << "# " << cfg.origin() << "\n# dp world size " << b.dp_world_size << ": "
             << b.dp_source << "\n"

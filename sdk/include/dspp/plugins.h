@@ -65,6 +65,15 @@ class PluginRegistry {
   std::unique_ptr<Impl> impl_;
 };
 
+// Loads a config as initialize() does: reads its `plugin_paths`, scans the search path into
+// `registry`, then resolves the config validating plugin sections (optimizer.params,
+// scheduler.params) against the named plugins' option schemas. `source` is a path, JSON text or
+// base64 JSON.
+Config load_config_with_plugins(std::string_view source, LoadOptions opts,
+                                PluginRegistry& registry);
+// Validates plugin sections with `registry`'s option schemas (sets opts.plugin_options).
+void use_plugin_options(LoadOptions& opts, const PluginRegistry& registry);
+
 // The host services handed to plugins (logger, thread-local error, aligned host memory).
 const dspp_host_api* host_api();
 
