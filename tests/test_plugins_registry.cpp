@@ -411,7 +411,7 @@ TEST_CASE("option schemas become config key specs", "[plugins]") {
   REQUIRE(factor.min.has_value());
   CHECK(*factor.min == 0.0);
   CHECK_FALSE(factor.max.has_value());
-  CHECK_FALSE(factor.allow_auto);
+  CHECK(factor.allow_auto);  // every optimizer/scheduler option accepts "auto" (HF Trainer)
   CHECK(factor.choices.empty());
   CHECK(factor.owner == "scheduler/testconst");
 

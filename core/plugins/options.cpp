@@ -22,7 +22,10 @@ KeySpec option_to_key_spec(const dspp_option_desc& option, const std::string& ow
   spec.doc = option.doc ? option.doc : "";
   if (option.flags & DSPP_OPTION_HAS_MIN) spec.min = option.min_value;
   if (option.flags & DSPP_OPTION_HAS_MAX) spec.max = option.max_value;
-  spec.allow_auto = (option.flags & DSPP_OPTION_ALLOW_AUTO) != 0;
+  // Hugging Face's Trainer writes "auto" for optimizer and scheduler params (lr, betas,
+  // warmup_num_steps, ...); the host fills them, so every option of those kinds accepts it.
+  spec.allow_auto = (option.flags & DSPP_OPTION_ALLOW_AUTO) != 0 ||
+                    owner.rfind("optimizer/", 0) == 0 || owner.rfind("scheduler/", 0) == 0;
   if (option.choices) {
     std::string_view rest(option.choices);
     while (true) {

@@ -43,7 +43,7 @@ RUNS = {
     "examples/configs/real/transformers-ds_config_zero2.json":
     dict(per_device_train_batch_size=8, gradient_accumulation_steps=1, max_grad_norm=1.0, fp16=True,
          bf16=False, learning_rate=5e-5, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-         weight_decay=0.0, warmup_steps=0),
+         weight_decay=0.0, warmup_steps=100),  # DeepSpeed 0.19.8's WarmupLR refuses 0
     "examples/configs/real/llama-factory-ds_z3_config.json":
     dict(per_device_train_batch_size=1, gradient_accumulation_steps=4, max_grad_norm=1.0, fp16=False,
          bf16=True, hidden_size=4096),
