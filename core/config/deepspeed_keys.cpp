@@ -128,6 +128,11 @@ void register_top_level_keys(ConfigSchema& s) {
           Key("plugin_paths", kArray, "[]",
               "dspp: folders searched for plugin libraries, before DSPP_PLUGIN_PATH and the "
               "install's plugin folder."),
+          Key("flaggers", kObject, "{}",
+              "dspp: parameter flaggers run by initialize(), by plugin name, each with its "
+              "options ({\"muon\": {\"exclude\": [\"embed\", \"lm_head\"]}}); muon runs "
+              "by default when optimizer.type is Muon.")
+              .open(),
       });
 
   // Mixed precision (DeepSpeedFP16Config / DeepSpeedBF16Config: pydantic).

@@ -7,6 +7,8 @@
 #include <cctype>
 #include <string>
 
+#include <rapidjson/document.h>
+
 #include "engine/initialize_steps.h"
 #include "engine/zero_init.h"
 #include "log/log.h"
@@ -134,8 +136,22 @@ void merge_autotp(const Config& cfg, Mesh& mesh) {
 }
 
 void run_flaggers(const Config& cfg, Module& model, const PluginRegistry& reg) {
-  if (!cfg.has("optimizer.type") || lower(cfg.get_string("optimizer.type")) != "muon") return;
-  auto flagger = reg.create<Flagger>(DSPP_KIND_FLAGGER, "muon", cfg.view("optimizer.params"));
+  // The flaggers named in the config's "flaggers" object, plus Muon's when the optimizer is Muon.
+  std::vector<std::string> names;
+  if (cfg.has("flaggers")) {
+    rapidjson::Document d;
+    d.Parse(cfg.get_json("flaggers").c_str());
+    for (auto it = d.MemberBegin(); it != d.MemberEnd(); ++it) {
+      names.emplace_back(it->name.GetString());
+    }
+  }
+  const bool muon = cfg.has("optimizer.type") && lower(cfg.get_string("optimizer.type")) == "muon";
+  if (muon && std::none_of(names.begin(), names.end(),
+                           [](const std::string& n) { return lower(n) == "muon"; })) {
+    names.emplace_back("muon");
+  }
+  if (names.empty()) return;
+
   std::vector<Parameter*> params = model.parameters();
   std::vector<FlaggerParam> fp(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
@@ -146,8 +162,53 @@ void run_flaggers(const Config& cfg, Module& model, const PluginRegistry& reg) {
     }
     fp[i].flags = params[i]->flags;
   }
-  check_plugin(flagger->apply(fp.data(), static_cast<int32_t>(fp.size())), "flagger/muon apply");
+  for (const std::string& name : names) {
+    auto flagger = reg.create<Flagger>(DSPP_KIND_FLAGGER, name, cfg.view("flaggers." + name));
+    check_plugin(flagger->apply(fp.data(), static_cast<int32_t>(fp.size())),
+                 "flagger/" + name + " apply");
+  }
   for (size_t i = 0; i < params.size(); ++i) params[i]->flags = fp[i].flags;
+}
+
+void check_engine_support(const Config& cfg) {
+  if (cfg.get_bool("fp16.enabled") || cfg.get_bool("bf16.enabled")) {
+    throw Error(Errc::kConfig, std::string(cfg.get_bool("fp16.enabled") ? "fp16" : "bf16") +
+                                   ".enabled: mixed precision is not available in this dspp "
+                                   "release; train in fp32 (set it to false)");
+  }
+  const int64_t stage = cfg.get_int("zero_optimization.stage");
+  if (stage != 0) {
+    throw Error(Errc::kConfig, "zero_optimization.stage=" + std::to_string(stage) +
+                                   ": ZeRO stages 1-3 are not available in this dspp release; "
+                                   "use stage 0");
+  }
+}
+
+std::vector<double> base_lrs(const Config& cfg, const std::vector<ParamGroup>& groups,
+                             const PluginInfo* optimizer) {
+  // The lr every group starts from: the group's own "lr", else optimizer.params.lr, else the
+  // optimizer plugin's published default (what the plugin itself will use).
+  double lr = 1e-3;
+  if (cfg.has("optimizer.params.lr")) {
+    lr = cfg.get_double("optimizer.params.lr");
+  } else if (optimizer) {
+    for (const KeySpec& k : optimizer->options) {
+      if (k.path == "lr" && !k.default_json.empty() && k.default_json != "null") {
+        lr = std::stod(k.default_json);
+      }
+    }
+  }
+  if (groups.empty()) return {lr};
+  std::vector<double> out;
+  for (const ParamGroup& g : groups) {
+    rapidjson::Document d;
+    d.Parse(g.options_json.empty() ? "{}" : g.options_json.c_str());
+    if (d.HasParseError() || !d.IsObject()) {
+      fail("model_parameters options_json is not a JSON object: " + g.options_json);
+    }
+    out.push_back(d.HasMember("lr") && d["lr"].IsNumber() ? d["lr"].GetDouble() : lr);
+  }
+  return out;
 }
 
 EngineKind route(const Module& model, const Config& cfg) {
@@ -191,27 +252,37 @@ InitializeResult initialize(const InitializeArgs& a) {
                                     to_string(kind) +
                                     ", which is not available in this dspp release");
   }
-  if (a.training_data) {
-    fail("training_data was given, but the data loader is not available in this dspp release");
-  }
+  check_engine_support(cfg);
 
-  std::shared_ptr<Optimizer> optimizer = a.optimizer;
-  if (!optimizer && cfg.has("optimizer.type")) {
-    optimizer = reg->create<Optimizer>(DSPP_KIND_OPTIMIZER, cfg.get_string("optimizer.type"),
-                                       cfg.view("optimizer.params"));
+  EngineOptimizer optimizer{a.optimizer, {}};
+  std::string opt_name;
+  if (!optimizer.impl && cfg.has("optimizer.type")) {
+    opt_name = cfg.get_string("optimizer.type");
+    optimizer.impl = reg->create<Optimizer>(DSPP_KIND_OPTIMIZER, opt_name,
+                                            cfg.view("optimizer.params"));
   }
+  optimizer.base_lrs = base_lrs(cfg, a.model_parameters, opt_name.empty() ? nullptr
+                                                          : reg->find(DSPP_KIND_OPTIMIZER, opt_name));
   std::shared_ptr<Scheduler> scheduler = a.lr_scheduler;
   if (!scheduler && cfg.has("scheduler.type")) {
     scheduler = reg->create<Scheduler>(DSPP_KIND_SCHEDULER, cfg.get_string("scheduler.type"),
                                        cfg.view("scheduler.params"));
   }
-  auto engine = std::make_shared<Engine>(std::move(cfg), a.model, optimizer, scheduler, mesh);
+  std::shared_ptr<DataLoader> loader;
+  if (a.training_data) {
+    loader = std::make_shared<DataLoader>(a.training_data, cfg.batch().micro_batch_per_gpu,
+                                          static_cast<int>(mesh.rank % mesh.dp_size),
+                                          static_cast<int>(mesh.dp_size), /*shuffle=*/true, a.seed,
+                                          cfg.get_bool("dataloader_drop_last"), a.collate_fn);
+  }
+  auto engine = std::make_shared<Engine>(std::move(cfg), a.model, optimizer, scheduler, mesh,
+                                         a.model_parameters);
   log::info("initialize", std::string("engine ") + to_string(engine->kind()) +
                               ": train_batch_size=" + std::to_string(engine->train_batch_size()) +
                               " micro=" + std::to_string(engine->train_micro_batch_size_per_gpu()) +
                               " gas=" + std::to_string(engine->gradient_accumulation_steps()) +
                               " dp=" + std::to_string(mesh.dp_size));
-  return {engine, optimizer, nullptr, scheduler};
+  return {engine, optimizer.impl, loader, scheduler};
 }
 
 }  // namespace dspp

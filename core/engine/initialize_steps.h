@@ -27,6 +27,13 @@ void merge_autotp(const Config& cfg, Mesh& mesh);
 // Step 6: parameter flaggers (Muon's use_muon when optimizer.type is Muon).
 void run_flaggers(const Config& cfg, Module& model, const PluginRegistry& reg);
 
+// What this release's Engine can run: fp32, ZeRO stage 0. Errors name the key.
+void check_engine_support(const Config& cfg);
+
+// The lr each parameter group starts from (the scheduler's base).
+std::vector<double> base_lrs(const Config& cfg, const std::vector<ParamGroup>& groups,
+                             const PluginInfo* optimizer);
+
 // Step 7: which engine this model and config get.
 EngineKind route(const Module& model, const Config& cfg);
 

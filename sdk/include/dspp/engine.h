@@ -1,5 +1,13 @@
-// The training engine initialize() returns. It owns the resolved config, the model and the
-// optimizer/scheduler objects made by plugins.
+// The training engine initialize() returns, with DeepSpeed's micro-step semantics:
+//
+//   for (...) {
+//     float loss = engine->forward(batch);  // the model's loss on this micro-batch
+//     engine->backward(loss);               // gradients += d(loss / gradient_accumulation_steps)
+//     engine->step();                       // at the accumulation boundary: clip, optimizer step,
+//   }                                       // scheduler step, zero gradients
+//
+// The engine keeps the model's parameters and gradients in two flat fp32 buffers (each
+// Parameter's value/grad is a view into them) and hands them to the optimizer plugin.
 #ifndef DSPP_ENGINE_H
 #define DSPP_ENGINE_H
 
@@ -7,10 +15,13 @@
 #include <dspp/kinds/optimizer.h>
 #include <dspp/kinds/scheduler.h>
 #include <dspp/module.h>
+#include <dspp/tensor.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace dspp {
 
@@ -28,33 +39,97 @@ struct Mesh {
   std::string source;  // where the layout came from, for messages
 };
 
+// A torch-style parameter group: the parameters (by name) and the group's own option values as a
+// JSON object ({"lr": 1e-3, "weight_decay": 0.0}), DeepSpeed's `model_parameters`.
+struct ParamGroup {
+  std::vector<std::string> params;
+  std::string options_json = "{}";
+};
+
+// The optimizer as the engine uses it: the plugin object plus what the engine resolved for it.
+struct EngineOptimizer {
+  std::shared_ptr<Optimizer> impl;
+  std::vector<double> base_lrs;  // one per group: the lr each group starts from
+};
+
 class Engine {
  public:
-  Engine(Config config, std::shared_ptr<Module> model, std::shared_ptr<Optimizer> optimizer,
-         std::shared_ptr<Scheduler> scheduler, Mesh mesh);
+  Engine(Config config, std::shared_ptr<Module> model, EngineOptimizer optimizer,
+         std::shared_ptr<Scheduler> scheduler, Mesh mesh, std::vector<ParamGroup> groups = {});
   virtual ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
   virtual EngineKind kind() const { return EngineKind::kEngine; }
+
+  // The model's loss on one micro-batch (the model must be a TrainableModel).
+  float forward(const Batch& batch);
+  // Accumulates this micro-batch's gradients, scaled by 1 / gradient_accumulation_steps.
+  void backward(float loss);
+  // Counts a micro-step; at the accumulation boundary clips, steps the optimizer and the LR
+  // scheduler, and zeroes the gradients.
+  void step();
+  // True when the next step() is the last micro-step of an accumulation window.
+  bool is_gradient_accumulation_boundary() const;
+  void zero_grad();
+  void train();
+  void eval();
+
+  // The learning rate of each group for the next optimizer step.
+  std::vector<double> get_lr() const;
+  int64_t global_steps() const { return global_steps_; }
+  int64_t global_samples() const { return global_samples_; }
+  int64_t micro_steps() const { return micro_steps_; }
+  int64_t skipped_steps() const { return skipped_steps_; }
+  // The global gradient norm before clipping at the last optimizer step.
+  double last_grad_norm() const { return last_grad_norm_; }
+  // Seconds spent per phase ("forward", "backward", "step"), accumulated since the last print
+  // (wall_clock_breakdown).
+  const std::map<std::string, double>& timers() const { return timers_; }
 
   const Config& config() const { return config_; }
   Module& module() { return *model_; }
   const Mesh& mesh() const { return mesh_; }
-  const std::shared_ptr<Optimizer>& optimizer() const { return optimizer_; }
+  const std::shared_ptr<Optimizer>& optimizer() const { return optimizer_.impl; }
   const std::shared_ptr<Scheduler>& lr_scheduler() const { return scheduler_; }
+  // The flat fp32 buffers every parameter value / gradient is a view of.
+  const Tensor& flat_params() const { return flat_params_; }
+  const Tensor& flat_grads() const { return flat_grads_; }
 
   int64_t train_batch_size() const { return config_.batch().train_batch_size; }
   int64_t train_micro_batch_size_per_gpu() const { return config_.batch().micro_batch_per_gpu; }
   int64_t gradient_accumulation_steps() const {
     return config_.batch().gradient_accumulation_steps;
   }
-  int64_t global_steps() const { return global_steps_; }
 
  protected:
+  void setup_parameters(const std::vector<ParamGroup>& groups);
+  double clip_gradients();  // returns the norm before clipping
+
   Config config_;
   std::shared_ptr<Module> model_;
-  std::shared_ptr<Optimizer> optimizer_;
+  TrainableModel* trainable_ = nullptr;  // model_ as a TrainableModel, when it is one
+  EngineOptimizer optimizer_;
   std::shared_ptr<Scheduler> scheduler_;
   Mesh mesh_;
+
+  std::vector<Parameter*> params_;
+  Tensor flat_params_, flat_grads_;
+  std::vector<ParamSegment> segments_;
+  std::vector<ParamGroupSetup> group_setups_;
+  std::vector<std::string> group_options_;  // owns the JSON the setups point to
+
+  double gradient_clipping_ = 0.0;
+  int64_t steps_per_print_ = 0;
+  bool wall_clock_breakdown_ = false;
+  int64_t micro_steps_ = 0;
   int64_t global_steps_ = 0;
+  int64_t global_samples_ = 0;
+  int64_t skipped_steps_ = 0;
+  int64_t scheduler_steps_ = 0;
+  double last_grad_norm_ = 0.0;
+  float last_loss_ = 0.0f;
+  bool backward_pending_ = false;
+  std::map<std::string, double> timers_;
 };
 
 }  // namespace dspp

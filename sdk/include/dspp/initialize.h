@@ -8,6 +8,7 @@
 #define DSPP_INITIALIZE_H
 
 #include <dspp/config.h>
+#include <dspp/data.h>
 #include <dspp/engine.h>
 #include <dspp/module.h>
 
@@ -16,12 +17,11 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace dspp {
 
 class PluginRegistry;
-class DataLoader;  // arrives with the data pipeline; null until then
-class Dataset;
 
 // DeepSpeed's `args` namespace (fields it reads from argparse).
 struct CommandLineArgs {
@@ -34,7 +34,11 @@ struct InitializeArgs {
   const CommandLineArgs* args = nullptr;
   std::shared_ptr<Module> model;         // required
   std::shared_ptr<Optimizer> optimizer;  // overrides the config's optimizer
-  std::shared_ptr<Dataset> training_data;
+  // Parameter groups (DeepSpeed's model_parameters); empty: one group holding every parameter.
+  std::vector<ParamGroup> model_parameters;
+  // Gives a DataLoader of train_micro_batch_size_per_gpu, sharded by data-parallel rank.
+  std::shared_ptr<const Dataset> training_data;
+  CollateFn collate_fn;  // null: stack samples into a batch
   std::shared_ptr<Scheduler> lr_scheduler;  // overrides the config's scheduler
   int distributed_port = 29500;
   std::shared_ptr<ModelParallelUnit> mpu;
@@ -45,6 +49,8 @@ struct InitializeArgs {
   std::optional<std::string> config_params;               // older spelling of `config`
   // Values for keys written "auto" (what Hugging Face's Trainer fills in), by dotted path.
   std::map<std::string, std::string> auto_values;
+  // Seeds the data loader's shuffle (DeepSpeed uses torch's global RNG).
+  uint64_t seed = 1234;
   // The registry to create plugins from; null: one scanning the default search path.
   std::shared_ptr<PluginRegistry> plugins;
 };
