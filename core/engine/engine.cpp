@@ -26,9 +26,12 @@ double seconds_since(Clock::time_point t0) {
 
 const char* to_string(EngineKind k) {
   switch (k) {
-    case EngineKind::kEngine: return "Engine";
-    case EngineKind::kPipelineEngine: return "PipelineEngine";
-    case EngineKind::kHybridEngine: return "HybridEngine";
+    case EngineKind::kEngine:
+      return "Engine";
+    case EngineKind::kPipelineEngine:
+      return "PipelineEngine";
+    case EngineKind::kHybridEngine:
+      return "HybridEngine";
   }
   return "?";
 }
@@ -207,8 +210,8 @@ void Engine::step() {
     last_grad_norm_ = clip_gradients();
     std::vector<double> lrs = get_lr();
     std::vector<double> betas(lrs.size());
-    bool have_betas = scheduler_ && scheduler_->momentum_at(scheduler_steps_, betas.data()) ==
-                                        DSPP_OK;
+    bool have_betas =
+        scheduler_ && scheduler_->momentum_at(scheduler_steps_, betas.data()) == DSPP_OK;
     StepArgs args{flat_params_.view(), flat_grads_.view(), lrs.data(),
                   have_betas ? betas.data() : nullptr, global_steps_ + 1};
     check_plugin(optimizer_.impl->step(&args), "optimizer step");
@@ -235,10 +238,16 @@ void Engine::step() {
   timers_["step"] += seconds_since(t0);
 }
 
-void Engine::zero_grad() { flat_grads_.zero_(); }
+void Engine::zero_grad() {
+  flat_grads_.zero_();
+}
 
-void Engine::train() { model_->train(true); }
+void Engine::train() {
+  model_->train(true);
+}
 
-void Engine::eval() { model_->eval(); }
+void Engine::eval() {
+  model_->eval();
+}
 
 }  // namespace dspp

@@ -258,11 +258,12 @@ InitializeResult initialize(const InitializeArgs& a) {
   std::string opt_name;
   if (!optimizer.impl && cfg.has("optimizer.type")) {
     opt_name = cfg.get_string("optimizer.type");
-    optimizer.impl = reg->create<Optimizer>(DSPP_KIND_OPTIMIZER, opt_name,
-                                            cfg.view("optimizer.params"));
+    optimizer.impl =
+        reg->create<Optimizer>(DSPP_KIND_OPTIMIZER, opt_name, cfg.view("optimizer.params"));
   }
-  optimizer.base_lrs = base_lrs(cfg, a.model_parameters, opt_name.empty() ? nullptr
-                                                          : reg->find(DSPP_KIND_OPTIMIZER, opt_name));
+  optimizer.base_lrs =
+      base_lrs(cfg, a.model_parameters,
+               opt_name.empty() ? nullptr : reg->find(DSPP_KIND_OPTIMIZER, opt_name));
   std::shared_ptr<Scheduler> scheduler = a.lr_scheduler;
   if (!scheduler && cfg.has("scheduler.type")) {
     scheduler = reg->create<Scheduler>(DSPP_KIND_SCHEDULER, cfg.get_string("scheduler.type"),

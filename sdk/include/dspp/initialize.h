@@ -38,7 +38,7 @@ struct InitializeArgs {
   std::vector<ParamGroup> model_parameters;
   // Gives a DataLoader of train_micro_batch_size_per_gpu, sharded by data-parallel rank.
   std::shared_ptr<const Dataset> training_data;
-  CollateFn collate_fn;  // null: stack samples into a batch
+  CollateFn collate_fn;                     // null: stack samples into a batch
   std::shared_ptr<Scheduler> lr_scheduler;  // overrides the config's scheduler
   int distributed_port = 29500;
   std::shared_ptr<ModelParallelUnit> mpu;
