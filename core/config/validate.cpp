@@ -137,3 +137,9 @@ void normalize_value(const KeySpec& spec, Value& v, Allocator& alloc) {
 }
 
 }  // namespace dspp::config_detail
+
+namespace dspp {
+const char* value_type_name(dspp_value_type type) {
+  return config_detail::type_name(type);
+}
+}  // namespace dspp

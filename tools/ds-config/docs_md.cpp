@@ -9,26 +9,6 @@ namespace dspp::tools {
 
 namespace {
 
-const char* type_name(dspp_value_type type) {
-  switch (type) {
-    case DSPP_VALUE_BOOL:
-      return "bool";
-    case DSPP_VALUE_INT:
-      return "int";
-    case DSPP_VALUE_FLOAT:
-      return "float";
-    case DSPP_VALUE_STRING:
-      return "string";
-    case DSPP_VALUE_ARRAY:
-      return "array";
-    case DSPP_VALUE_OBJECT:
-      return "object";
-    case DSPP_VALUE_ANY:
-      return "any";
-  }
-  return "?";
-}
-
 std::string number(double d) {
   if (std::isfinite(d) && std::floor(d) == d && std::fabs(d) < 1e15) {
     return std::to_string(static_cast<long long>(d));
@@ -58,7 +38,7 @@ std::string code(const std::string& s) {
 }
 
 std::string type_cell(const KeySpec& k) {
-  std::string t = type_name(k.type);
+  std::string t = dspp::value_type_name(k.type);
   if (k.allow_auto) t += ", \"auto\"";
   if (k.open) t += " (free-form)";
   return t;

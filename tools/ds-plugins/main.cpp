@@ -31,26 +31,6 @@ const char* kUsage =
     "check  load each library alone, print its manifest, then create and destroy each of its\n"
     "       plugins twice with an empty config; exits non-zero with the error on failure.\n";
 
-const char* type_name(dspp_value_type t) {
-  switch (t) {
-    case DSPP_VALUE_BOOL:
-      return "bool";
-    case DSPP_VALUE_INT:
-      return "int";
-    case DSPP_VALUE_FLOAT:
-      return "float";
-    case DSPP_VALUE_STRING:
-      return "string";
-    case DSPP_VALUE_ARRAY:
-      return "array";
-    case DSPP_VALUE_OBJECT:
-      return "object";
-    case DSPP_VALUE_ANY:
-      return "any";
-  }
-  return "?";
-}
-
 std::string number(double v) {
   std::ostringstream s;
   s << v;
@@ -61,7 +41,7 @@ std::string number(double v) {
 void print_option(const dspp::KeySpec& o, size_t key_width) {
   std::string line = "    " + o.path;
   line.append(key_width + 2 - std::min(key_width, o.path.size()), ' ');
-  std::string type = type_name(o.type);
+  std::string type = dspp::value_type_name(o.type);
   line += type + std::string(8 - std::min<size_t>(7, type.size()), ' ');
   line += "default " + (o.default_json.empty() ? std::string("none") : o.default_json);
   if (!o.doc.empty()) line += "  " + o.doc;

@@ -165,6 +165,9 @@ BatchTriple resolve_batch(std::optional<int64_t> train_batch, std::optional<int6
                           std::optional<int64_t> grad_accum, int64_t dp_world_size,
                           const std::string& dp_source);
 
+// "bool", "int", "float", "string", "array", "object", "any" (docs, tools, messages).
+const char* value_type_name(dspp_value_type type);
+
 // The edit distance used for did-you-mean suggestions (Damerau–Levenshtein, adjacent swaps = 1).
 size_t edit_distance(std::string_view a, std::string_view b);
 
