@@ -212,7 +212,9 @@ void Engine::step() {
     std::vector<double> betas(lrs.size());
     bool have_betas =
         scheduler_ && scheduler_->momentum_at(scheduler_steps_, betas.data()) == DSPP_OK;
-    StepArgs args{flat_params_.view(), flat_grads_.view(), lrs.data(),
+    // Without a scheduler the optimizer uses the lrs it resolved itself (Muon's muon_lr/adam_lr
+    // differ from optimizer.params.lr); with one, the schedule's lr is the lr, as in DeepSpeed.
+    StepArgs args{flat_params_.view(), flat_grads_.view(), scheduler_ ? lrs.data() : nullptr,
                   have_betas ? betas.data() : nullptr, global_steps_ + 1};
     check_plugin(optimizer_.impl->step(&args), "optimizer step");
     ++scheduler_steps_;

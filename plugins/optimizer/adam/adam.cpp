@@ -10,10 +10,14 @@
 // `torch_adam: true` makes DeepSpeed use torch.optim.Adam/AdamW instead: same math, but it has
 // AMSGrad (v_max = max(v_max, v) replaces v in the denominator) and torch.optim.AdamW's default
 // weight_decay of 0.01.
+#include "../common/adam_kernel.h"
 #include "../common/flat_optimizer.h"
 
 namespace {
 
+using dspp::optim::adam_consts;
+using dspp::optim::adam_kernel;
+using dspp::optim::AdamConsts;
 using dspp::optim::ConfigReader;
 using dspp::optim::fail;
 using dspp::optim::FlatOptimizer;
@@ -28,38 +32,6 @@ struct AdamHyper {
   bool bias_correction = true;
   bool amsgrad = false;
 };
-
-// Constants of one group for one step, rounded once to fp32 as the reference kernels do.
-struct AdamConsts {
-  float beta1, one_minus_beta1, beta2, one_minus_beta2;
-  float step_size;  // lr / bc1
-  float sqrt_bc2;
-  float eps;
-  float decay;  // 1 - lr * wd when decoupled, else 1
-  float l2;     // wd when L2, else 0
-};
-
-template <bool kL2, bool kAmsgrad>
-void adam_kernel(float* __restrict p, const float* __restrict g, float* __restrict m,
-                 float* __restrict v, float* __restrict vmax, int64_t n, const AdamConsts& k) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    float gi = g[i];
-    const float pi = p[i];
-    if constexpr (kL2) gi = gi + k.l2 * pi;
-    const float mi = k.beta1 * m[i] + k.one_minus_beta1 * gi;
-    const float vi = k.beta2 * v[i] + k.one_minus_beta2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    float vd = vi;
-    if constexpr (kAmsgrad) {
-      vd = vmax[i] > vi ? vmax[i] : vi;
-      vmax[i] = vd;
-    }
-    const float denom = std::sqrt(vd) / k.sqrt_bc2 + k.eps;
-    p[i] = pi * k.decay - k.step_size * (mi / denom);
-  }
-}
 
 const char* const kGroupKeys[] = {"lr",           "betas",           "eps",
                                   "weight_decay", "bias_correction", "amsgrad"};
@@ -133,19 +105,7 @@ class Adam : public FlatOptimizer {
       const double wd = slot_no_decay(s) ? 0.0 : h.weight_decay;
       const double lr = gs[g].lr;
       const double b1 = std::isnan(gs[g].beta1) ? h.betas[0] : gs[g].beta1;
-      const double b2 = h.betas[1];
-      const double t = static_cast<double>(step);
-      const double bc1 = h.bias_correction ? 1.0 - std::pow(b1, t) : 1.0;
-      const double bc2 = h.bias_correction ? 1.0 - std::pow(b2, t) : 1.0;
-      k[s].beta1 = static_cast<float>(b1);
-      k[s].one_minus_beta1 = static_cast<float>(1.0 - b1);
-      k[s].beta2 = static_cast<float>(b2);
-      k[s].one_minus_beta2 = static_cast<float>(1.0 - b2);
-      k[s].step_size = static_cast<float>(lr / bc1);
-      k[s].sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
-      k[s].eps = static_cast<float>(h.eps);
-      k[s].decay = static_cast<float>(decoupled_ ? 1.0 - lr * wd : 1.0);
-      k[s].l2 = static_cast<float>(decoupled_ ? 0.0 : wd);
+      k[s] = adam_consts(lr, b1, h.betas[1], h.eps, wd, step, h.bias_correction, decoupled_);
     }
     float* m = m_;
     float* v = v_;
