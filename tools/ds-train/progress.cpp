@@ -1,6 +1,7 @@
 #include "progress.h"
 
 #include <cstdio>
+#include <utility>
 
 namespace ds_train {
 
@@ -30,8 +31,8 @@ std::string format_rate(double per_second) {
   return buf;
 }
 
-Progress::Progress(int64_t total_steps, int64_t every, bool tty)
-    : total_(total_steps), every_(every > 0 ? every : 1), tty_(tty) {
+Progress::Progress(int64_t total_steps, int64_t every, bool tty, std::string unit)
+    : total_(total_steps), every_(every > 0 ? every : 1), tty_(tty), unit_(std::move(unit)) {
   start_ = Clock::now();
   last_draw_ = start_;
 }
@@ -52,10 +53,10 @@ void Progress::step(int64_t step, double loss, double lr, int64_t tokens, double
   const double eta = elapsed / static_cast<double>(step) * static_cast<double>(total_ - step);
   const double rate = window_seconds_ > 0 ? window_tokens_ / window_seconds_ : 0.0;
   char buf[256];
-  std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %.4f  lr %.3e  %s tok/s  elapsed %s  ETA %s",
+  std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %.4f  lr %.3e  %s %s/s  elapsed %s  ETA %s",
                 static_cast<long long>(step), static_cast<long long>(total_),
                 window_loss_ / static_cast<double>(window_steps_), lr, format_rate(rate).c_str(),
-                format_duration(elapsed).c_str(), format_duration(eta).c_str());
+                unit_.c_str(), format_duration(elapsed).c_str(), format_duration(eta).c_str());
   if (tty_) {
     // \033[K erases what a longer previous line left on the right.
     std::printf("\r%s\033[K", buf);

@@ -15,9 +15,10 @@ std::string format_rate(double per_second);   // "51.2k", "1.3M", "830"
 
 class Progress {
  public:
-  Progress(int64_t total_steps, int64_t every, bool tty);
+  // `unit`: what the throughput counts, "tok" or "samples".
+  Progress(int64_t total_steps, int64_t every, bool tty, std::string unit);
 
-  // After each optimizer step: its mean micro-batch loss, lr, tokens and seconds it took.
+  // After each optimizer step: its mean micro-batch loss, lr, tokens (or samples) and seconds.
   void step(int64_t step, double loss, double lr, int64_t tokens, double seconds);
   // A line of its own (an evaluation result), never torn by the progress line.
   void line(const std::string& text);
@@ -32,6 +33,7 @@ class Progress {
   int64_t total_;
   int64_t every_;
   bool tty_;
+  std::string unit_;
   bool drawn_ = false;  // the in-place line is on screen
   Clock::time_point start_;
   Clock::time_point last_draw_;

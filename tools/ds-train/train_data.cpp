@@ -47,8 +47,8 @@ std::shared_ptr<dspp::TensorDataset> teacher_samples(const Teacher& t, int64_t n
                                                      bool regression) {
   dspp::Rng rng(seed);
   dspp::Tensor x = dspp::Tensor::empty({n, kMlpInputs});
-  dspp::Tensor y = regression ? dspp::Tensor::empty({n, kMlpClasses})
-                              : dspp::Tensor::empty({n}, DSPP_I32);
+  dspp::Tensor y =
+      regression ? dspp::Tensor::empty({n, kMlpClasses}) : dspp::Tensor::empty({n}, DSPP_I32);
   float* xs = x.data<float>();
   for (int64_t i = 0; i < n; ++i) {
     float* xi = xs + i * kMlpInputs;
@@ -181,8 +181,8 @@ TrainData token_file_data(const std::string& spec, const std::string& eval_spec,
     d.held_out = std::make_shared<Subset>(all, all->size() - n_held, n_held);
     held_out_note = "held-out: the last " + std::to_string(n_held) + " windows";
   }
-  d.description = "token files " + spec + " (" + std::to_string(all->num_tokens()) +
-                  " tokens in " + std::to_string(all->shards().size()) + " shard(s), " +
+  d.description = "token files " + spec + " (" + std::to_string(all->num_tokens()) + " tokens in " +
+                  std::to_string(all->shards().size()) + " shard(s), " +
                   std::to_string(d.train->size()) + " training windows of " +
                   std::to_string(context) + "; " + held_out_note + "), vocab " +
                   std::to_string(vocab_size);
@@ -195,6 +195,7 @@ TrainData mlp_data(bool regression, uint64_t seed) {
   d.train = teacher_samples(teacher, kMlpTrainSamples, seed * 2 + 1, regression);
   d.held_out = teacher_samples(teacher, kMlpHeldOutSamples, seed * 2 + 2, regression);
   d.tokens_per_sample = 1;
+  d.unit = "samples";
   d.mlp_inputs = kMlpInputs;
   d.mlp_outputs = kMlpClasses;
   d.mlp_regression = regression;
@@ -207,12 +208,13 @@ TrainData mlp_data(bool regression, uint64_t seed) {
     d.chance_note = "ln " + std::to_string(kMlpClasses);
     d.irreducible_loss = 0.0;
   }
-  d.description = std::string(regression ? "regression" : "classification") +
-                  " by a random teacher network: " + std::to_string(kMlpInputs) +
-                  " Gaussian features -> " + std::to_string(kMlpClasses) +
-                  (regression ? " outputs (noise std " + fixed(kMlpNoiseStd, 2) + ")" : " classes") +
-                  ", " + std::to_string(kMlpTrainSamples) + " training and " +
-                  std::to_string(kMlpHeldOutSamples) + " held-out samples";
+  d.description =
+      std::string(regression ? "regression" : "classification") +
+      " by a random teacher network: " + std::to_string(kMlpInputs) + " Gaussian features -> " +
+      std::to_string(kMlpClasses) +
+      (regression ? " outputs (noise std " + fixed(kMlpNoiseStd, 2) + ")" : " classes") + ", " +
+      std::to_string(kMlpTrainSamples) + " training and " + std::to_string(kMlpHeldOutSamples) +
+      " held-out samples";
   return d;
 }
 
@@ -227,7 +229,7 @@ void score_batch(const TrainData& data, const dspp::Tensor& output, const dspp::
     const float* logits = output.data<float>();
     const int32_t* tgt = targets.data<int32_t>();
     for (int64_t b = 0; b < B; ++b) {
-      int64_t run = 0;       // answer digits seen so far in the current problem
+      int64_t run = 0;        // answer digits seen so far in the current problem
       bool run_right = true;  // all of them right
       for (int64_t t = 0; t < T; ++t) {
         if (task.target_kind(t) != dspp::AdditionTask::TargetKind::kAnswer) {

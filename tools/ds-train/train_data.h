@@ -29,7 +29,8 @@ struct TrainData {
   std::string description;  // one line for the run's header
   std::shared_ptr<const dspp::Dataset> train;
   std::shared_ptr<const dspp::Dataset> held_out;
-  int64_t tokens_per_sample = 1;  // T for language modelling; 1 for the MLP (a sample is a token)
+  int64_t tokens_per_sample = 1;  // T for language modelling; 1 for the MLP
+  std::string unit = "tokens";    // what throughput counts: "tokens", or "samples" for the MLP
   int64_t vocab_size = 0;         // GPT only
   std::optional<double> chance_loss;
   std::optional<double> format_only_loss;

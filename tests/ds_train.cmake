@@ -1,0 +1,10 @@
+# ds-train, the main job: a short run must learn (the CSV's loss curve goes down, the held-out loss
+# ends below chance, the last line is `final train_loss=X eval_loss=Y ...`), and bad input must
+# exit non-zero with the error. See ds_train_test.sh.
+foreach(mode learns errors)
+  add_test(NAME ds_train:${mode}
+           COMMAND bash "${CMAKE_CURRENT_SOURCE_DIR}/ds_train_test.sh" ${mode}
+                   $<TARGET_FILE:ds-train> "${CMAKE_CURRENT_BINARY_DIR}/ds_train_${mode}")
+  # Passive OpenMP waiting: spinning threads starve each other when ctest runs tests in parallel.
+  set_tests_properties(ds_train:${mode} PROPERTIES TIMEOUT 120 ENVIRONMENT "OMP_WAIT_POLICY=passive")
+endforeach()

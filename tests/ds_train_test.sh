@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# ds-train's own tests, run by CTest (tests/ds_train.cmake):
+#   ds_train_test.sh learns DS_TRAIN WORKDIR   a short run on the addition task with a tiny GPT must
+#       lower the loss (in the CSV, the mean of the last 10 step losses below the mean of the first
+#       10), reach a held-out loss below chance, and print `final train_loss=X eval_loss=Y ...` as
+#       its last line.
+#   ds_train_test.sh errors DS_TRAIN WORKDIR   a missing data file, a missing config file and a
+#       misspelt config key each exit non-zero with the dspp::Error message.
+set -euo pipefail
+mode="$1"
+ds_train="$2"
+work="$3"
+mkdir -p "$work"
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+learns() {
+  local csv="$work/learns.csv" out="$work/learns.out" err="$work/learns.err"
+  "$ds_train" --steps 60 --n-layer 1 --n-head 2 --n-embd 32 --context 32 --eval-batches 4 \
+    --seed 7 --csv "$csv" >"$out" 2>"$err" || { cat "$out" "$err"; fail "ds-train exited non-zero"; }
+  cat "$out"
+
+  # Column 2 is the step's loss; 60 data rows, one per step.
+  local rows
+  rows=$(awk -F, 'NR > 1' "$csv" | wc -l)
+  [ "$rows" -eq 60 ] || fail "expected 60 rows in $csv, got $rows"
+  awk -F, 'NR == 1 { if ($1 != "step" || $2 != "loss") { print "bad header: " $0; exit 1 } next }
+           { loss[NR - 1] = $2; n = NR - 1 }
+           END {
+             for (i = 1; i <= 10; i++) { first += loss[i]; last += loss[n - 10 + i] }
+             first /= 10; last /= 10
+             printf "mean loss: first 10 steps %.4f, last 10 steps %.4f\n", first, last
+             if (!(last < first)) { print "the loss did not go down"; exit 1 }
+           }' "$csv" || fail "loss curve in $csv"
+
+  local final
+  final=$(tail -n 1 "$out")
+  [[ "$final" =~ ^final\ train_loss=[0-9]+\.[0-9]+\ eval_loss=([0-9]+\.[0-9]+)(\ [a-z_]+=[^ ]+)*$ ]] ||
+    fail "last line is not 'final train_loss=X eval_loss=Y [key=value ...]': '$final'"
+  local eval_loss="${BASH_REMATCH[1]}" chance
+  chance=$(sed -n 's/.* chance_loss=\([0-9.]*\).*/\1/p' <<<"$final")
+  [ -n "$chance" ] || fail "no chance_loss in '$final'"
+  awk -v e="$eval_loss" -v c="$chance" 'BEGIN { exit !(e < c) }' ||
+    fail "held-out loss $eval_loss is not below chance $chance"
+  echo "ok: held-out loss $eval_loss < chance $chance"
+}
+
+# Runs ds-train with the given arguments; it must fail and say `pattern` on stderr.
+expect_error() {
+  local pattern="$1"
+  shift
+  local rc=0
+  "$ds_train" "$@" >"$work/errors.out" 2>"$work/errors.err" || rc=$?
+  [ "$rc" -ne 0 ] || fail "ds-train $* exited 0"
+  grep -q "ds-train: error: .*$pattern" "$work/errors.err" ||
+    { cat "$work/errors.err"; fail "ds-train $*: no error naming '$pattern'"; }
+  echo "ok (exit $rc): $(head -n 1 "$work/errors.err")"
+}
+
+errors() {
+  expect_error "$work/no-such.bin" --steps 1 --data "$work/no-such.bin"
+  expect_error "$work/no-such.json" --steps 1 --config "$work/no-such.json"
+  expect_error "gradient_clipping" --steps 1 --set gradient_cliping=1.0
+}
+
+case "$mode" in
+  learns) learns ;;
+  errors) errors ;;
+  *) fail "unknown mode $mode" ;;
+esac
