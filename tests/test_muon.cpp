@@ -42,6 +42,7 @@
 #include "../plugins/optimizer/common/flat_optimizer.h"  // JsonConfigView: a flagger's options
 #include "catch.h"
 #include "log/log.h"
+#include "optimizer_reference.h"
 
 namespace {
 
@@ -90,46 +91,13 @@ Made make(const std::string& params_json, bool validate = true) {
 }
 
 const rapidjson::Document& data() {
-  static const rapidjson::Document doc = [] {
-    std::ifstream in(std::string(DSPP_SOURCE_DIR) + "/tests/data/muon.json");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    rapidjson::Document d;
-    d.Parse<rapidjson::kParseFullPrecisionFlag>(ss.str().c_str());  // exact doubles
-    return d;
-  }();
+  static const rapidjson::Document doc = optimizer_reference::read_data("muon.json");
   return doc;
 }
 
-std::string to_json(const rapidjson::Value& v) {
-  rapidjson::StringBuffer sb;
-  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-  v.Accept(w);
-  return std::string(sb.GetString(), sb.GetSize());
-}
-
-// The gradient formula of scripts/reference/muon.py (and optimizers.py), exact in fp32.
-uint32_t mix(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
-uint32_t hash_key(uint32_t seed, uint32_t t, uint32_t i, uint32_t c) {
-  return mix(seed * 0x9E3779B1u + t * 0x85EBCA77u + i * 0xC2B2AE3Du + c * 0x27D4EB2Fu);
-}
-float initial_value(uint32_t seed, uint32_t t, uint32_t i) {
-  const int32_t k = static_cast<int32_t>(hash_key(seed, t, i, 0) >> 9) - (1 << 22);
-  return static_cast<float>(k) * 0x1p-22f;
-}
-float grad_value(uint32_t seed, uint32_t t, uint32_t i, int64_t step, float scale) {
-  const int32_t bias = static_cast<int32_t>(hash_key(seed, t, i, 1) >> 10) - (1 << 21);
-  const int32_t noise =
-      static_cast<int32_t>(hash_key(seed, t, i, static_cast<uint32_t>(step + 2)) >> 9) - (1 << 22);
-  return static_cast<float>(bias + noise) * (0x1p-22f * scale);
-}
+using optimizer_reference::grad_value;
+using optimizer_reference::initial_value;
+using optimizer_reference::to_json;
 
 struct Tensor {
   std::string name;
