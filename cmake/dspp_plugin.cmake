@@ -38,6 +38,8 @@ function(dspp_add_plugin target)
     set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY "${P_OUTPUT_DIR}")
   elseif(DEFINED DSPP_PLUGIN_OUTPUT_DIR)
     set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY "${DSPP_PLUGIN_OUTPUT_DIR}")
+    # A plugin dspp ships: part of the `runtime` target (everything but tests and benchmarks).
+    set_property(GLOBAL APPEND PROPERTY DSPP_RUNTIME_TARGETS ${target})
   endif()
   # DSPP_PLUGIN_SUBDIR is relative (lib/dspp/plugins), so `cmake --install --prefix` is honoured;
   # dsppConfig.cmake sets it for out-of-tree builds.

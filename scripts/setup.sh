@@ -29,7 +29,8 @@ dspp_build() {
   if [ ! -f "$DSPP_BUILD/CMakeCache.txt" ]; then
     cmake -S "$DSPP_ROOT" -B "$DSPP_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${DSPP_CMAKE_ARGS:-}
   fi
-  cmake --build "$DSPP_BUILD" -j "$DSPP_JOBS"
+  # DSPP_TARGET: what to build (the main job builds `runtime`: no tests); default everything.
+  cmake --build "$DSPP_BUILD" -j "$DSPP_JOBS" ${DSPP_TARGET:+--target "$DSPP_TARGET"}
 }
 
 dspp_install_deps
