@@ -1,6 +1,7 @@
 // The ways a config arrives (file, JSON text, base64, in-memory document, auto-detected) and what
 // a loaded Config hands out: getters, explain(), to_json(), plugin views, copies.
 #include "catch.h"
+#include "test_util.h"
 
 #include <unistd.h>
 
@@ -65,15 +66,6 @@ struct TempFile {
   }
   ~TempFile() { std::filesystem::remove(path); }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const dspp::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 // The ">>??" encodes to a '+' in standard base64 and a '-' in the URL-safe alphabet, so the two
 // encodings differ and both decoders are exercised.

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "catch.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using dspp::AdditionTask;
@@ -113,19 +114,6 @@ std::vector<uint16_t> ramp(int n, int start = 0, int mod = 50000) {
   std::vector<uint16_t> v(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) v[static_cast<size_t>(i)] = static_cast<uint16_t>((start + i) % mod);
   return v;
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const dspp::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 }  // namespace

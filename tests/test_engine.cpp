@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "catch.h"
+#include "test_util.h"
 
 namespace {
 
@@ -42,15 +43,6 @@ std::vector<double> flat_grads(dspp::Module& m) {
     for (int64_t i = 0; i < p->grad.numel(); ++i) out.push_back(p->grad.data<float>()[i]);
   }
   return out;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const dspp::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

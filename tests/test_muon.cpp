@@ -43,6 +43,7 @@
 #include "catch.h"
 #include "log/log.h"
 #include "optimizer_reference.h"
+#include "test_util.h"
 
 namespace {
 
@@ -151,20 +152,6 @@ dspp_tensor_view flat_view(std::vector<float>& v) {
 
 void check_ok(dspp_status s, const std::string& what) {
   dspp::check_plugin(s, what);
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const dspp::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 const float* state_data(Optimizer& opt, int32_t index, std::string* name = nullptr) {
@@ -535,7 +522,8 @@ TEST_CASE("muon: bad options and segments are errors naming the key", "[muon]") 
   Made m = make("{}");
   auto init_error = [&](const dspp::ParamSegment& s, const dspp::ParamGroupSetup& g) {
     const dspp::OptimizerSetup setup{&s, 1, &g, 1, 64, dspp_device{DSPP_DEVICE_CPU, 0}};
-    return error_of([&] { check_ok(m.opt->init(&setup), "init"); });
+    const std::string e = error_of([&] { check_ok(m.opt->init(&setup), "init"); });
+    return e.empty() ? std::string("<no error>") : e;
   };
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const dspp::ParamGroupSetup plain{nan, nan, nullptr};

@@ -25,6 +25,7 @@
 
 #include "catch.h"
 #include "nn_reference.h"
+#include "test_util.h"
 
 using ref::Vec;
 
@@ -63,19 +64,6 @@ void gradcheck(dspp::Module& layer, const dspp::Tensor& x, bool x_has_grad, cons
     ref::check_close(layer.type_name() + " d " + params[i]->name, ref::to_vec(params[i]->grad),
                      num[i + 1], kGrad);
   }
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const dspp::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 
 #include "catch.h"
 #include "nn_reference.h"
+#include "test_util.h"
 
 using ref::Vec;
 
@@ -59,19 +60,6 @@ std::vector<Vec> grads_of(dspp::Module& m) {
   std::vector<Vec> g;
   for (dspp::Parameter* p : m.parameters()) g.push_back(ref::to_vec(p->grad));
   return g;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const dspp::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 }  // namespace

@@ -34,6 +34,7 @@
 
 #include "catch.h"
 #include "optimizer_reference.h"
+#include "test_util.h"
 
 namespace {
 
@@ -142,21 +143,6 @@ dspp_tensor_view flat_view(std::vector<float>& v) {
 
 void check_ok(dspp_status s, const std::string& what) {
   dspp::check_plugin(s, what);
-}
-
-// Runs fn, which must throw dspp::Error, and returns its message.
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const dspp::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 }  // namespace

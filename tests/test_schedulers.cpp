@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "catch.h"
+#include "test_util.h"
 
 namespace {
 
@@ -36,10 +37,6 @@ constexpr const char* kTypes[] = {"WarmupLR", "WarmupDecayLR", "WarmupCosineLR",
 
 bool close(double a, double b) {
   return std::fabs(a - b) <= kRelTol * std::max(std::fabs(a), std::fabs(b));
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 std::string to_json(const rapidjson::Value& v) {
@@ -133,17 +130,6 @@ std::string compare_series(const rapidjson::Value& series, size_t groups, Fn&& a
     }
   }
   return "";
-}
-
-// Runs fn, which must fail with a dspp::Error, and returns the message.
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const dspp::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace

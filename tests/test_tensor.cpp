@@ -10,21 +10,9 @@
 #include <string>
 
 #include "catch.h"
+#include "test_util.h"
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const dspp::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 // Counts what passes through it, then hands the work to the built-in CPU allocator.
 class CountingAllocator : public dspp::Allocator {
