@@ -10,7 +10,7 @@ DSPP_JOBS="${DSPP_JOBS:-$(nproc)}"
 
 # The Debian packages dspp builds with. Nothing is downloaded at build time.
 DSPP_DEBS=(cmake make g++ pkg-config libboost-dev libboost-program-options-dev rapidjson-dev catch2
-  libopenblas-dev)
+  libopenblas-dev libgloo-dev)
 
 dspp_install_deps() {
   local missing=()

@@ -36,7 +36,7 @@ void check_plugin(dspp_status status, const std::string& what) {
   std::string text = what + ": ";
   text += message.empty() ? "the plugin reported no message" : message;
   text += " (status " + std::to_string(status) + ": " + status_name(status) + ")";
-  throw Error(Errc::kPlugin, text);
+  throw Error(status == DSPP_ERR_TIMEOUT ? Errc::kTimeout : Errc::kPlugin, text);
 }
 
 }  // namespace dspp

@@ -11,6 +11,7 @@ namespace dspp {
 enum ReduceOp : int32_t { kReduceSum = 0, kReduceAvg = 1, kReduceMax = 2, kReduceMin = 3 };
 
 // The host's key-value store (rendezvous), handed to the comm plugin to exchange addresses/ids.
+// Every blocking call gives up after the store's timeout with DSPP_ERR_TIMEOUT and a message.
 struct KvStore {
   void* self;
   dspp_status (*set)(void* self, const char* key, const void* value, size_t len);
@@ -18,6 +19,19 @@ struct KvStore {
   // call from this thread.
   dspp_status (*get)(void* self, const char* key, const void** value, size_t* len);
   dspp_status (*add)(void* self, const char* key, int64_t delta, int64_t* result);
+  // Does not block: *exists = 1 when the key is set now.
+  dspp_status (*check)(void* self, const char* key, int32_t* exists);
+};
+
+// What init_world gets: the store, this process's place, and how long any blocking call may take.
+struct CommInitArgs {
+  const KvStore* store;
+  int32_t rank;
+  int32_t world_size;
+  int32_t local_rank;
+  const char* local_addr;  // an address of this host its peers can reach (e.g. "127.0.0.1")
+  const char* prefix;      // prefix for every store key this world uses (unique per run)
+  int64_t timeout_ms;      // a collective or connect that takes longer fails with DSPP_ERR_TIMEOUT
 };
 
 class CommWork {
@@ -29,6 +43,11 @@ class CommWork {
   ~CommWork() = default;
 };
 
+// A group of processes. Operations on one communicator run in the order they are issued (every
+// member issues the same sequence); buffers are contiguous, of one dtype, on the device the plugin
+// serves (host memory for gloo) and must stay valid until the work is waited for. Avg on integer
+// dtypes is an error. A failed or timed-out operation leaves the communicator unusable: every
+// later call fails with the first error.
 class Communicator {
  public:
   virtual int32_t rank() const noexcept = 0;
@@ -39,6 +58,7 @@ class Communicator {
                             Communicator** out) noexcept = 0;
   virtual void release() noexcept = 0;
 
+  // In place.
   virtual dspp_status all_reduce(dspp_tensor_view buf, int32_t op, CommWork** work) noexcept = 0;
   // in has size() * out elements; each rank receives its reduced slice.
   virtual dspp_status reduce_scatter(dspp_tensor_view in, dspp_tensor_view out, int32_t op,
@@ -60,8 +80,7 @@ class Communicator {
 // The object a comm plugin's create() returns: makes the world communicator from the store.
 class CommBackend {
  public:
-  virtual dspp_status init_world(const KvStore* store, int32_t rank, int32_t world_size,
-                                 Communicator** out) noexcept = 0;
+  virtual dspp_status init_world(const CommInitArgs* args, Communicator** out) noexcept = 0;
 
  protected:
   ~CommBackend() = default;
