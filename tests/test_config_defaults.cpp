@@ -341,9 +341,10 @@ TEST_CASE("support levels: results-changing features fail, hints warn", "[config
             std::string::npos);
     }
   }
-  SECTION("a summed gradient reduction is refused, the mean is fine") {
-    CHECK(load_error(base + R"("gradient_allreduce_op": "sum"})").find("gradient_allreduce_op") !=
+  SECTION("gradients reduce by mean or sum, nothing else") {
+    CHECK(load_error(base + R"("gradient_allreduce_op": "max"})").find("gradient_allreduce_op") !=
           std::string::npos);
+    CHECK(load_error(base + R"("gradient_allreduce_op": "sum"})").empty());
     CHECK(load_error(base + R"("gradient_allreduce_op": "MEAN"})").empty());
   }
   SECTION("'auto' in a pydantic section takes DeepSpeed's default when the host gives none") {

@@ -1,4 +1,5 @@
 // initialize(): DeepSpeed's conflict rules, its step order around zero::Init, and routing.
+#include <dspp/dist.h>
 #include <dspp/initialize.h>
 #include <dspp/plugins.h>
 
@@ -7,6 +8,7 @@
 
 #include "catch.h"
 #include "engine/initialize_steps.h"
+#include "multiprocess.h"
 
 namespace {
 
@@ -48,7 +50,9 @@ class FakeMpu : public dspp::ModelParallelUnit {
 dspp::InitializeArgs base_args() {
   dspp::InitializeArgs a;
   a.model = std::make_shared<TinyModel>();
-  a.plugins = std::make_shared<dspp::PluginRegistry>();  // no plugins: none are named
+  // Only the ZeRO stage every engine needs; no other plugin is named.
+  a.plugins = std::make_shared<dspp::PluginRegistry>();
+  a.plugins->load_library(DSPP_BINARY_DIR "/lib/dspp/plugins/libdspp_zero_stage0.so");
   return a;
 }
 
@@ -184,20 +188,33 @@ TEST_CASE("initialize takes the config from args, config_params, or config_objec
 }
 
 TEST_CASE("initialize reads the launch environment and names its source") {
-  ::setenv("RANK", "0", 1);
+  // A short DSPP_TIMEOUT and a port nobody serves: the errors must come fast and name the rank.
+  ::setenv("DSPP_TIMEOUT", "0.005", 1);
+  ::setenv("MASTER_PORT", std::to_string(mp::free_port()).c_str(), 1);
+  ::setenv("RANK", "1", 1);
   ::setenv("WORLD_SIZE", "2", 1);
   auto a = base_args();
   a.config = R"({"train_batch_size": 2})";
   std::string err = error_of(a);
-  ::unsetenv("RANK");
-  ::unsetenv("WORLD_SIZE");
-  CHECK(contains(err, "RANK/WORLD_SIZE"));
-  CHECK(contains(err, "world size 2"));
+  CHECK(contains(err, "rank 0's store at 127.0.0.1:"));
+  CHECK(contains(err, "did not answer"));
+
+  // Rank 0 serves the store itself and waits for rank 1, which never comes.
+  ::setenv("RANK", "0", 1);
+  err = error_of(a);
+  CHECK(contains(err, "rank 1 of 2 did not arrive"));
+  CHECK_FALSE(dspp::is_initialized());
+
+  a.dist_init_required = false;
+  err = error_of(a);
+  CHECK(contains(err, "dist_init_required=false"));
+  a.dist_init_required.reset();
 
   ::setenv("RANK", "3", 1);
-  ::setenv("WORLD_SIZE", "2", 1);
   err = error_of(a);
   ::unsetenv("RANK");
   ::unsetenv("WORLD_SIZE");
+  ::unsetenv("MASTER_PORT");
+  ::unsetenv("DSPP_TIMEOUT");
   CHECK(contains(err, "RANK=3 is outside WORLD_SIZE=2"));
 }

@@ -97,9 +97,7 @@ void register_top_level_keys(ConfigSchema& s) {
               "Divide gradients by this factor before the reduction and by dp/factor after."),
           Key("gradient_allreduce_op", kString, "\"mean\"",
               "How gradients are combined across data-parallel ranks.")
-              .choices({"mean", "sum"})
-              .reject("\"sum\"",
-                      "dspp averages gradients across ranks; summing is not implemented"),
+              .choices({"mean", "sum"}),
           Key("dataloader_drop_last", kBool, "false",
               "Drop the last incomplete batch of the engine's dataloader."),
           Key("use_data_before_expert_parallelism", kBool, "false",

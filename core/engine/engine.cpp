@@ -1,8 +1,9 @@
-// The single-process training engine: flat fp32 parameter/gradient buffers, DeepSpeed's
-// micro-step and accumulation-boundary semantics, global-norm clipping, the optimizer and LR
-// scheduler plugins.
+// The training engine: flat fp32 parameter/gradient buffers, DeepSpeed's micro-step and
+// accumulation-boundary semantics, global-norm clipping, the LR scheduler; the ZeRO stage plugin
+// reduces gradients across ranks and steps the optimizer.
 #include <dspp/engine.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -36,18 +37,23 @@ const char* to_string(EngineKind k) {
   return "?";
 }
 
-Engine::Engine(Config config, std::shared_ptr<Module> model, EngineOptimizer optimizer,
-               std::shared_ptr<Scheduler> scheduler, Mesh mesh, std::vector<ParamGroup> groups)
-    : config_(std::move(config)),
-      model_(std::move(model)),
-      optimizer_(std::move(optimizer)),
-      scheduler_(std::move(scheduler)),
-      mesh_(std::move(mesh)) {
+Engine::Engine(EngineParts parts)
+    : config_(std::move(parts.config)),
+      model_(std::move(parts.model)),
+      optimizer_(std::move(parts.optimizer)),
+      scheduler_(std::move(parts.scheduler)),
+      mesh_(std::move(parts.mesh)),
+      zero_(std::move(parts.zero)),
+      dp_group_(std::move(parts.dp_group)),
+      grad_group_(std::move(parts.grad_group)) {
+  if (!zero_ || !dp_group_ || !grad_group_) {
+    throw Error(Errc::kInvalidArgument, "engine: a ZeRO stage and the dp/grad groups are required");
+  }
   trainable_ = dynamic_cast<TrainableModel*>(model_.get());
   gradient_clipping_ = config_.get_double("gradient_clipping");
   steps_per_print_ = config_.has("steps_per_print") ? config_.get_int("steps_per_print") : 0;
   wall_clock_breakdown_ = config_.get_bool("wall_clock_breakdown");
-  setup_parameters(groups);
+  setup_parameters(parts.groups);
 }
 
 Engine::~Engine() = default;
@@ -109,39 +115,51 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   for (const std::string& json : group_options_) {
     group_setups_.push_back({unset, unset, json.c_str()});
   }
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (group_of[i] < 0) continue;  // not in any group: not trained, as in DeepSpeed
-    const Parameter* p = params_[i];
-    ParamSegment s{};
-    s.name = p->name.c_str();
-    s.group = group_of[i];
-    s.flags = p->flags;
-    s.ndim = static_cast<int32_t>(p->shape.size());
-    for (size_t d = 0; d < p->shape.size() && d < DSPP_MAX_DIMS; ++d) s.shape[d] = p->shape[d];
-    s.offset_in_param = 0;
-    s.offset_in_flat = offset_of[p->name];
-    s.numel = numel_of(p->shape);
-    segments_.push_back(s);
-  }
 
-  if (optimizer_.impl) {
-    OptimizerSetup setup{segments_.data(),
-                         static_cast<int32_t>(segments_.size()),
-                         group_setups_.data(),
-                         static_cast<int32_t>(group_setups_.size()),
-                         total,
-                         cpu_device()};
-    check_plugin(optimizer_.impl->init(&setup), "optimizer init");
-    if (optimizer_.base_lrs.size() != group_setups_.size()) {
-      throw Error(Errc::kInvalidArgument, "engine: " + std::to_string(optimizer_.base_lrs.size()) +
-                                              " base learning rates for " +
-                                              std::to_string(group_setups_.size()) + " groups");
-    }
-    if (scheduler_) {
-      check_plugin(scheduler_->init(optimizer_.base_lrs.data(),
-                                    static_cast<int32_t>(optimizer_.base_lrs.size())),
-                   "lr scheduler init");
-    }
+  // Every rank starts from rank 0's parameters (DeepSpeed's _broadcast_model).
+  grad_group_->broadcast(flat_params_, 0);
+
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Parameter* p = params_[i];
+    ZeroParam z{};
+    z.name = p->name.c_str();
+    z.ndim = static_cast<int32_t>(p->shape.size());
+    for (size_t d = 0; d < p->shape.size() && d < DSPP_MAX_DIMS; ++d) z.shape[d] = p->shape[d];
+    z.numel = numel_of(p->shape);
+    z.offset_in_flat = offset_of[p->name];
+    z.value = p->value.view();
+    z.grad = p->grad.view();
+    z.flags = p->flags;
+    z.group = group_of[i];  // -1: in no group, not trained (as in DeepSpeed)
+    zero_params_.push_back(z);
+  }
+  if (optimizer_.impl && optimizer_.base_lrs.size() != group_setups_.size()) {
+    throw Error(Errc::kInvalidArgument, "engine: " + std::to_string(optimizer_.base_lrs.size()) +
+                                            " base learning rates for " +
+                                            std::to_string(group_setups_.size()) + " groups");
+  }
+  const std::string op = config_.get_string("gradient_allreduce_op");
+  // DeepSpeed: prescale_gradients divides by the dp size before the reduction; otherwise
+  // gradient_predivide_factor f divides before and f/dp multiplies after.
+  const double predivide = config_.get_bool("prescale_gradients")
+                               ? static_cast<double>(grad_group_->size())
+                               : config_.get_double("gradient_predivide_factor");
+  ZeroSetup setup{zero_params_.data(),
+                  static_cast<int32_t>(zero_params_.size()),
+                  flat_params_.view(),
+                  flat_grads_.view(),
+                  grad_group_->comm(),
+                  optimizer_.impl.get(),
+                  group_setups_.data(),
+                  static_cast<int32_t>(group_setups_.size()),
+                  cpu_device(),
+                  op == "sum" ? 0 : 1,
+                  predivide};
+  check_plugin(zero_->init(&setup), "zero stage init");
+  if (optimizer_.impl && scheduler_) {
+    check_plugin(scheduler_->init(optimizer_.base_lrs.data(),
+                                  static_cast<int32_t>(optimizer_.base_lrs.size())),
+                 "lr scheduler init");
   }
 }
 
@@ -173,24 +191,6 @@ bool Engine::is_gradient_accumulation_boundary() const {
   return (micro_steps_ + 1) % gradient_accumulation_steps() == 0;
 }
 
-double Engine::clip_gradients() {
-  const float* g = flat_grads_.data<float>();
-  const int64_t n = flat_grads_.numel();
-  double sq = 0.0;
-  for (int64_t i = 0; i < n; ++i) sq += static_cast<double>(g[i]) * g[i];
-  const double norm = std::sqrt(sq);
-  // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
-  if (gradient_clipping_ > 0.0) {
-    const double coef = gradient_clipping_ / (norm + 1e-6);
-    if (coef < 1.0) {
-      float* gw = flat_grads_.data<float>();
-      const float c = static_cast<float>(coef);
-      for (int64_t i = 0; i < n; ++i) gw[i] *= c;
-    }
-  }
-  return norm;
-}
-
 std::vector<double> Engine::get_lr() const {
   std::vector<double> lrs = optimizer_.base_lrs;
   if (scheduler_ && !lrs.empty()) {
@@ -207,16 +207,27 @@ void Engine::step() {
                   "engine.step: no optimizer (none in the config's \"optimizer\" section and none "
                   "passed to initialize())");
     }
-    last_grad_norm_ = clip_gradients();
+    double sq_norm = 0.0;
+    int32_t overflow = 0;
+    check_plugin(zero_->reduce_gradients(&sq_norm, &overflow), "zero reduce_gradients");
+    last_grad_norm_ = std::sqrt(sq_norm);
+    // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
+    double coef = 1.0;
+    if (gradient_clipping_ > 0.0)
+      coef = std::min(1.0, gradient_clipping_ / (last_grad_norm_ + 1e-6));
     std::vector<double> lrs = get_lr();
     std::vector<double> betas(lrs.size());
     bool have_betas =
         scheduler_ && scheduler_->momentum_at(scheduler_steps_, betas.data()) == DSPP_OK;
     // Without a scheduler the optimizer uses the lrs it resolved itself (Muon's muon_lr/adam_lr
     // differ from optimizer.params.lr); with one, the schedule's lr is the lr, as in DeepSpeed.
-    StepArgs args{flat_params_.view(), flat_grads_.view(), scheduler_ ? lrs.data() : nullptr,
-                  have_betas ? betas.data() : nullptr, global_steps_ + 1};
-    check_plugin(optimizer_.impl->step(&args), "optimizer step");
+    // The stage fills in its own params/grads views.
+    StepArgs args{{},
+                  {},
+                  scheduler_ ? lrs.data() : nullptr,
+                  have_betas ? betas.data() : nullptr,
+                  global_steps_ + 1};
+    check_plugin(zero_->step(&args, coef), "zero step");
     ++scheduler_steps_;
     ++global_steps_;
     global_samples_ += train_batch_size();
@@ -241,7 +252,13 @@ void Engine::step() {
 }
 
 void Engine::zero_grad() {
-  flat_grads_.zero_();
+  check_plugin(zero_->zero_grad(), "zero zero_grad");
+}
+
+MemoryBreakdown Engine::memory_breakdown() const {
+  MemoryBreakdown m{};
+  check_plugin(zero_->memory(&m), "zero memory");
+  return m;
 }
 
 void Engine::train() {

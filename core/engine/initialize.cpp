@@ -1,14 +1,17 @@
 // initialize(): DeepSpeed's deepspeed.initialize() order, one function per step.
 #include <dspp/initialize.h>
 #include <dspp/kinds/flagger.h>
+#include <dspp/kinds/zero.h>
 #include <dspp/plugins.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <string>
 
 #include <rapidjson/document.h>
 
+#include "dist/world.h"
 #include "engine/initialize_steps.h"
 #include "engine/zero_init.h"
 #include "log/log.h"
@@ -53,15 +56,22 @@ LoadOptions load_options(const InitializeArgs& a, const dist::LaunchEnv& env) {
 }  // namespace
 
 dist::LaunchEnv init_distributed(const InitializeArgs& a) {
-  dist::LaunchEnv env = dist::read_launch_env(a.distributed_port);
-  if (env.world_size > 1 && a.dist_init_required.value_or(true)) {
-    throw Error(Errc::kRuntime,
-                "initialize: " + env.source + " says world size " + std::to_string(env.world_size) +
-                    ", but this dspp build has no distributed runtime yet (comm plugins arrive "
-                    "with the distributed release); run one process");
+  // DeepSpeed: dist_init_required=None means "start it unless it is started"; False means the
+  // host has started it. A single process always gets its world of one.
+  const dist::LaunchEnv env = dist::read_launch_env(a.distributed_port);
+  const bool required = a.dist_init_required.value_or(!is_initialized());
+  if (!is_initialized() && !required && env.world_size > 1) {
+    fail(
+        "dist_init_required=false, but the distributed world is not started: call "
+        "dspp::init_distributed() first, or leave dist_init_required unset");
   }
-  log::set_rank(env.rank, env.world_size);
-  return env;
+  if (!is_initialized()) {
+    DistOptions o;
+    o.distributed_port = a.distributed_port;
+    if (const char* b = std::getenv("DSPP_COMM_BACKEND"); b && *b) o.backend = b;
+    dspp::init_distributed(o);
+  }
+  return dist::current_env();
 }
 
 Config load_config(const InitializeArgs& a, const dist::LaunchEnv& env, PluginRegistry& reg,
@@ -176,12 +186,20 @@ void check_engine_support(const Config& cfg) {
                                    ".enabled: mixed precision is not available in this dspp "
                                    "release; train in fp32 (set it to false)");
   }
+}
+
+std::shared_ptr<ZeroStage> make_zero_stage(const Config& cfg, const PluginRegistry& reg) {
   const int64_t stage = cfg.get_int("zero_optimization.stage");
-  if (stage != 0) {
-    throw Error(Errc::kConfig, "zero_optimization.stage=" + std::to_string(stage) +
-                                   ": ZeRO stages 1-3 are not available in this dspp release; "
-                                   "use stage 0");
+  const std::string name = "stage" + std::to_string(stage);
+  if (!reg.find(DSPP_KIND_ZERO, name)) {
+    std::string have;
+    for (const PluginInfo* p : reg.list(DSPP_KIND_ZERO))
+      have += (have.empty() ? "" : ", ") + p->name;
+    throw Error(Errc::kConfig,
+                "zero_optimization.stage=" + std::to_string(stage) + ": no zero plugin '" + name +
+                    "' is installed (available: " + (have.empty() ? "none" : have) + ")");
   }
+  return reg.create<ZeroStage>(DSPP_KIND_ZERO, name, cfg.view("zero_optimization"));
 }
 
 std::vector<double> base_lrs(const Config& cfg, const std::vector<ParamGroup>& groups,
@@ -233,6 +251,7 @@ InitializeResult initialize(const InitializeArgs& a) {
   const bool scan = !reg;
   if (scan) reg = std::make_shared<PluginRegistry>();
   Config cfg = load_config(a, env, *reg, scan);
+  dist::check_plugins_match(*reg);
   int64_t numel = 0;
   std::vector<Parameter*> params = a.model->parameters();
   for (const Parameter* p : params) {
@@ -244,6 +263,7 @@ InitializeResult initialize(const InitializeArgs& a) {
                               " parameters, " + std::to_string(numel) + " elements");
   Mesh mesh = build_mesh(a, cfg, env);
   merge_autotp(cfg, mesh);
+  dist::MeshGroups groups = dist::make_mesh_groups(mesh);
   run_flaggers(cfg, *a.model, *reg);
 
   EngineKind kind = route(*a.model, cfg);
@@ -272,12 +292,14 @@ InitializeResult initialize(const InitializeArgs& a) {
   std::shared_ptr<DataLoader> loader;
   if (a.training_data) {
     loader = std::make_shared<DataLoader>(a.training_data, cfg.batch().micro_batch_per_gpu,
-                                          static_cast<int>(mesh.rank % mesh.dp_size),
-                                          static_cast<int>(mesh.dp_size), /*shuffle=*/true, a.seed,
+                                          groups.dp_rank, static_cast<int>(mesh.dp_size),
+                                          /*shuffle=*/true, a.seed,
                                           cfg.get_bool("dataloader_drop_last"), a.collate_fn);
   }
-  auto engine = std::make_shared<Engine>(std::move(cfg), a.model, optimizer, scheduler, mesh,
-                                         a.model_parameters);
+  std::shared_ptr<ZeroStage> zero = make_zero_stage(cfg, *reg);
+  EngineParts parts{std::move(cfg),     a.model,         optimizer, scheduler,  mesh,
+                    a.model_parameters, std::move(zero), groups.dp, groups.grad};
+  auto engine = std::make_shared<Engine>(std::move(parts));
   log::info("initialize", std::string("engine ") + to_string(engine->kind()) +
                               ": train_batch_size=" + std::to_string(engine->train_batch_size()) +
                               " micro=" + std::to_string(engine->train_micro_batch_size_per_gpu()) +

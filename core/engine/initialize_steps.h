@@ -3,13 +3,14 @@
 #pragma once
 
 #include <dspp/initialize.h>
+#include <dspp/kinds/zero.h>
 #include <dspp/plugins.h>
 
 #include "dist/launch_env.h"
 
 namespace dspp::init_steps {
 
-// Step 2: where this process sits; multi-process runs are refused until the comm plugins exist.
+// Step 2: where this process sits; starts the distributed world (dist_init_required as DeepSpeed).
 dist::LaunchEnv init_distributed(const InitializeArgs& a);
 
 // Step 3: the one config source among args.deepspeed_config, config, config_object and
@@ -27,8 +28,11 @@ void merge_autotp(const Config& cfg, Mesh& mesh);
 // Step 6: parameter flaggers (Muon's use_muon when optimizer.type is Muon).
 void run_flaggers(const Config& cfg, Module& model, const PluginRegistry& reg);
 
-// What this release's Engine can run: fp32, ZeRO stage 0. Errors name the key.
+// What this release's Engine can run: fp32. Errors name the key.
 void check_engine_support(const Config& cfg);
+
+// The zero/stage<N> plugin for zero_optimization.stage; an error lists the installed stages.
+std::shared_ptr<ZeroStage> make_zero_stage(const Config& cfg, const PluginRegistry& reg);
 
 // The lr each parameter group starts from (the scheduler's base).
 std::vector<double> base_lrs(const Config& cfg, const std::vector<ParamGroup>& groups,

@@ -7,13 +7,17 @@
 //   }                                       // scheduler step, zero gradients
 //
 // The engine keeps the model's parameters and gradients in two flat fp32 buffers (each
-// Parameter's value/grad is a view into them) and hands them to the optimizer plugin.
+// Parameter's value/grad is a view into them) and hands them to the ZeRO stage plugin
+// (zero_optimization.stage), which reduces gradients across data-parallel ranks and steps the
+// optimizer plugin on the part this rank owns.
 #ifndef DSPP_ENGINE_H
 #define DSPP_ENGINE_H
 
 #include <dspp/config.h>
+#include <dspp/dist.h>
 #include <dspp/kinds/optimizer.h>
 #include <dspp/kinds/scheduler.h>
+#include <dspp/kinds/zero.h>
 #include <dspp/module.h>
 #include <dspp/tensor.h>
 
@@ -52,10 +56,22 @@ struct EngineOptimizer {
   std::vector<double> base_lrs;  // one per group: the lr each group starts from
 };
 
+// What initialize() assembles for an engine.
+struct EngineParts {
+  Config config;
+  std::shared_ptr<Module> model;
+  EngineOptimizer optimizer;
+  std::shared_ptr<Scheduler> scheduler;
+  Mesh mesh;
+  std::vector<ParamGroup> groups;            // empty: one group holding every parameter
+  std::shared_ptr<ZeroStage> zero;           // the zero/stage<N> plugin
+  std::shared_ptr<ProcessGroup> dp_group;    // data parallel: the loader shards by its rank
+  std::shared_ptr<ProcessGroup> grad_group;  // gradients are averaged over it (dp x sp)
+};
+
 class Engine {
  public:
-  Engine(Config config, std::shared_ptr<Module> model, EngineOptimizer optimizer,
-         std::shared_ptr<Scheduler> scheduler, Mesh mesh, std::vector<ParamGroup> groups = {});
+  explicit Engine(EngineParts parts);
   virtual ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -91,6 +107,10 @@ class Engine {
   const Mesh& mesh() const { return mesh_; }
   const std::shared_ptr<Optimizer>& optimizer() const { return optimizer_.impl; }
   const std::shared_ptr<Scheduler>& lr_scheduler() const { return scheduler_; }
+  const std::shared_ptr<ProcessGroup>& dp_group() const { return dp_group_; }
+  const std::shared_ptr<ProcessGroup>& grad_group() const { return grad_group_; }
+  // Bytes of model states this rank holds, as the ZeRO stage reports them.
+  MemoryBreakdown memory_breakdown() const;
   // The flat fp32 buffers every parameter value / gradient is a view of.
   const Tensor& flat_params() const { return flat_params_; }
   const Tensor& flat_grads() const { return flat_grads_; }
@@ -103,7 +123,6 @@ class Engine {
 
  protected:
   void setup_parameters(const std::vector<ParamGroup>& groups);
-  double clip_gradients();  // returns the norm before clipping
 
   Config config_;
   std::shared_ptr<Module> model_;
@@ -111,10 +130,12 @@ class Engine {
   EngineOptimizer optimizer_;
   std::shared_ptr<Scheduler> scheduler_;
   Mesh mesh_;
+  std::shared_ptr<ZeroStage> zero_;
+  std::shared_ptr<ProcessGroup> dp_group_, grad_group_;
 
   std::vector<Parameter*> params_;
   Tensor flat_params_, flat_grads_;
-  std::vector<ParamSegment> segments_;
+  std::vector<ZeroParam> zero_params_;
   std::vector<ParamGroupSetup> group_setups_;
   std::vector<std::string> group_options_;  // owns the JSON the setups point to
 

@@ -45,6 +45,11 @@ class StatusError : public std::runtime_error {
   dspp_status code_;
 };
 
+// Passes a failed host or plugin call's status up unchanged, keeping the message it set.
+inline void pass_through(dspp_status status) {
+  if (status != DSPP_OK) throw StatusError(status, "");
+}
+
 // Runs fn and converts any exception into a status whose message the host copies.
 template <class Fn>
 dspp_status guard(const dspp_host_api* host, Fn&& fn) noexcept {
@@ -60,6 +65,8 @@ dspp_status guard(const dspp_host_api* host, Fn&& fn) noexcept {
       return DSPP_OK;
     }
   } catch (const StatusError& e) {
+    // An empty message: a callee's failure passed through; its message is already set.
+    if (e.what()[0] == '\0') return e.code();
     return fail(e.code(), e.what());
   } catch (const std::bad_alloc&) {
     return fail(DSPP_ERR_OUT_OF_MEMORY, "out of memory");

@@ -11,22 +11,37 @@
 #ifdef __cplusplus
 namespace dspp {
 
+// One model parameter as the stage sees it. Stages 0-2 find its value and gradient in the
+// engine's flat buffers at [offset_in_flat, offset_in_flat + numel).
 struct ZeroParam {
   const char* name;
+  int32_t ndim;
+  int64_t shape[DSPP_MAX_DIMS];
+  int64_t numel;
+  int64_t offset_in_flat;
   dspp_tensor_view value;  // the module's working copy (fp32/bf16/fp16), whole or empty (stage 3)
   dspp_tensor_view grad;   // where backward writes this parameter's gradient
   uint32_t flags;          // DSPP_PARAM_*
-  int32_t group;
+  int32_t group;           // index into groups; -1: not trained (in no parameter group)
 };
 
 struct ZeroSetup {
-  ZeroParam* params;
+  const ZeroParam* params;
   int32_t num_params;
-  Communicator* dp;      // the data-parallel group
-  Optimizer* optimizer;  // steps the partition this rank owns
+  // The engine's flat fp32 buffers every parameter value / gradient is a view of.
+  dspp_tensor_view flat_params;
+  dspp_tensor_view flat_grads;
+  Communicator* dp;      // the group gradients are reduced over (data parallel x sequence parallel)
+  Optimizer* optimizer;  // steps the partition this rank owns; the stage calls its init()
   const ParamGroupSetup* groups;
   int32_t num_groups;
   dspp_device device;
+  // How gradients combine across dp (gradient_allreduce_op, prescale_gradients,
+  // gradient_predivide_factor): 1 = the mean over ranks, 0 = the sum. With a predivide factor f
+  // (1 when unset) each rank's gradient is multiplied by 1/f before the reduction and the result by
+  // f/size after (mean) or by f (sum).
+  int32_t average;
+  double predivide_factor;
 };
 
 struct MemoryBreakdown {
@@ -45,13 +60,16 @@ class ZeroStage {
   virtual dspp_status after_forward(int32_t first, int32_t count) noexcept = 0;
   virtual dspp_status before_backward(int32_t first, int32_t count) noexcept = 0;
   virtual dspp_status after_backward(int32_t first, int32_t count) noexcept = 0;
-  // At the accumulation boundary: finish reductions; report the squared global gradient norm
-  // contribution of this rank and whether any gradient is non-finite.
+  // At the accumulation boundary: finish the reductions; report the squared L2 norm of the whole
+  // reduced gradient (over every trained parameter and every rank: the same value on all ranks)
+  // and whether any gradient element is non-finite anywhere (the same on all ranks).
   virtual dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept = 0;
   // Scales gradients by `grad_scale` (unscale and clip in one pass), steps the optimizer on this
-  // rank's partition and makes updated parameters visible to the module.
+  // rank's partition (the stage fills args->params/grads; the rest comes from the engine) and
+  // makes updated parameters visible to the module.
   virtual dspp_status step(const StepArgs* args, double grad_scale) noexcept = 0;
   virtual dspp_status zero_grad() noexcept = 0;
+  // Bytes this rank holds for model states.
   virtual dspp_status memory(MemoryBreakdown* out) const noexcept = 0;
 
  protected:
