@@ -8,3 +8,7 @@ foreach(mode learns errors)
   # Passive OpenMP waiting: spinning threads starve each other when ctest runs tests in parallel.
   set_tests_properties(ds_train:${mode} PROPERTIES TIMEOUT 120 ENVIRONMENT "OMP_WAIT_POLICY=passive")
 endforeach()
+
+# Data parallelism: ds-train as 1, 2 and 4 real processes (Gloo on loopback) gives the same run.
+dspp_add_test(test_dist_train SOURCES test_dist_train.cpp)
+add_dependencies(test_dist_train ds-train dspp_zero_stage0 dspp_comm_gloo)

@@ -79,6 +79,7 @@ struct Options {
   std::string data;
   std::string eval_data;
   std::string csv;
+  std::string dump_params;
   uint64_t seed = 1;
   std::string model = "gpt";
   std::string mlp_task = "classification";
@@ -202,6 +203,17 @@ PreparedConfig prepare_config(const Options& o) {
 }
 
 // ---- evaluation ---------------------------------------------------------------------------------
+
+// --dump-params: every parameter as raw little-endian float32, in the model's order (what the
+// multi-process tests compare with the single-process run).
+void dump_params(const dspp::Engine& engine, const std::string& path) {
+  const dspp::Tensor& flat = engine.flat_params();
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) throw dspp::Error(dspp::Errc::kIo, "--dump-params " + path + ": could not be created");
+  const size_t n = std::fwrite(flat.data(), 1, flat.nbytes(), f);
+  const bool ok = std::fclose(f) == 0 && n == flat.nbytes();
+  if (!ok) throw dspp::Error(dspp::Errc::kIo, "--dump-params " + path + ": write failed");
+}
 
 // The model's output of its last forward: what score_batch() compares with the targets.
 const dspp::Tensor& last_output(dspp::Module& model) {
@@ -329,6 +341,14 @@ int run(const Options& o) {
   args.seed = o.seed;
   dspp::InitializeResult init = dspp::initialize(args);
   dspp::Engine& engine = *init.engine;
+  dspp::ProcessGroup& dp = *engine.dp_group();
+  // The run's report is the same on every rank (losses are averaged over the data-parallel
+  // group): rank 0 prints it and writes the files; the others keep only stderr for errors.
+  const bool lead = engine.mesh().rank == 0;
+  if (!lead && !std::freopen("/dev/null", "w", stdout)) {
+    throw dspp::Error(dspp::Errc::kIo,
+                      "cannot silence stdout on rank " + std::to_string(engine.mesh().rank));
+  }
   dspp::DataLoader& loader = *init.dataloader;
   const dspp::Config& config = engine.config();
 
@@ -376,7 +396,7 @@ int run(const Options& o) {
   std::fflush(stdout);
 
   std::FILE* csv = nullptr;
-  if (!o.csv.empty()) {
+  if (!o.csv.empty() && lead) {
     csv = std::fopen(o.csv.c_str(), "w");
     if (!csv) throw dspp::Error(dspp::Errc::kIo, "--csv " + o.csv + ": could not be created");
     std::fprintf(csv, "step,loss,lr,grad_norm,%s_per_s,eval_loss,eval_acc\n", data.unit.c_str());
@@ -422,6 +442,8 @@ int run(const Options& o) {
         loss += l;
       }
       loss /= static_cast<double>(gas);
+      // This rank's micro-batches are a 1/dp share of the global batch: its mean over them all.
+      if (dp.size() > 1) loss = dp.all_reduce(loss, dspp::kReduceAvg);
       const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       train_seconds += seconds;
       if (!std::isfinite(loss)) {
@@ -443,7 +465,7 @@ int run(const Options& o) {
         }
       }
       if (csv) {
-        std::fprintf(csv, "%lld,%.6f,%.6e,%.6f,%.1f,", static_cast<long long>(step), loss, lr,
+        std::fprintf(csv, "%lld,%.9g,%.6e,%.6f,%.1f,", static_cast<long long>(step), loss, lr,
                      engine.last_grad_norm(), seconds > 0 ? tokens_per_step / seconds : 0.0);
         if (eval_now) {
           std::fprintf(csv, "%.6f,", last_eval.loss());
@@ -460,6 +482,7 @@ int run(const Options& o) {
   }
   const double wall = std::chrono::duration<double>(Clock::now() - run_start).count();
   progress.finish();
+  if (!o.dump_params.empty() && lead) dump_params(engine, o.dump_params);
 
   const size_t window = std::min<size_t>(kFinalLossWindow, losses.size());
   double train_loss = 0.0;
@@ -524,6 +547,8 @@ int main(int argc, char** argv) {
                      "seeds the model's init, the data and its shuffle")(
       "csv", po::value(&o.csv)->value_name("FILE"),
       "write per-step metrics here: step,loss,lr,grad_norm,tokens_per_s,eval_loss,eval_acc")(
+      "dump-params", po::value(&o.dump_params)->value_name("FILE"),
+      "at the end, write every parameter as raw float32 in the model's order (to compare runs)")(
       "eval-every", po::value(&o.eval_every)->value_name("N")->default_value(o.eval_every),
       "evaluate on held-out data every N steps (0: only at the end)")(
       "eval-batches", po::value(&o.eval_batches)->value_name("N")->default_value(o.eval_batches),
