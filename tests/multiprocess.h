@@ -39,6 +39,10 @@ struct Launch {
   std::vector<int> start;  // the ranks to start; empty: all
   std::map<std::string, std::string> env;
   double deadline_s = 120;  // processes still running then are killed (SIGKILL)
+  // Fault injection from outside: send `kill_signal` to rank `kill_rank` after `kill_after_s`.
+  int kill_rank = -1;
+  double kill_after_s = 0;
+  int kill_signal = SIGKILL;
 };
 
 // A TCP port nothing listens on now (the kernel's pick), for MASTER_PORT.
@@ -111,8 +115,16 @@ inline std::vector<RankResult> run(const Launch& l) {
   }
   size_t running = ranks.size();
   const auto deadline = t0 + std::chrono::duration<double>(l.deadline_s);
+  const auto kill_at = t0 + std::chrono::duration<double>(l.kill_after_s);
+  bool killed = l.kill_rank < 0;
   while (running > 0) {
     bool progressed = false;
+    if (!killed && Clock::now() >= kill_at) {
+      killed = true;
+      for (size_t i = 0; i < ranks.size(); ++i) {
+        if (ranks[i] == l.kill_rank && pids[i] > 0) ::kill(pids[i], l.kill_signal);
+      }
+    }
     for (size_t i = 0; i < ranks.size(); ++i) {
       if (pids[i] < 0) continue;
       int status = 0;

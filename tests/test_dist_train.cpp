@@ -177,3 +177,57 @@ TEST_CASE("ZeRO-0: a summed reduction is W times the mean (gradient_allreduce_op
   CHECK(moved > 1e-4);
   CHECK(worst <= 1e-6 + 1e-4 * moved);
 }
+
+namespace {
+
+// A long ds-train run as `world` processes, started (or not) and killed as the Launch says.
+std::vector<mp::RankResult> long_run(mp::Launch l) {
+  l.exe = kDsTrain;
+  l.args = {"--steps",  "100000", "--n-layer", "1",  "--n-embd",     "32",
+            "--n-head", "2",      "--context", "16", "--eval-every", "0"};
+  // 0.1 min: every wait for a missing peer ends within 6 s.
+  l.env = {{"OMP_NUM_THREADS", "1"}, {"DSPP_TIMEOUT", "0.1"}};
+  l.deadline_s = 60;
+  return mp::run(l);
+}
+
+}  // namespace
+
+TEST_CASE("a rank killed mid-run: the others stop with an error naming it, within the timeout") {
+  for (int victim : {1, 0}) {
+    mp::Launch l;
+    l.world = 3;
+    l.kill_rank = victim;
+    l.kill_after_s = 2.0;  // well into training (start-up takes ~0.2 s)
+    const std::vector<mp::RankResult> rs = long_run(l);
+    INFO("killed rank " << victim << "\n" << mp::describe(rs));
+    for (const mp::RankResult& r : rs) {
+      if (r.rank == victim) {
+        CHECK(r.signal == SIGKILL);
+        continue;
+      }
+      CHECK_FALSE(r.killed_at_deadline);
+      CHECK(r.exit_code == 1);
+      CHECK(r.seconds < 2.0 + 6.0 + 3.0);  // the kill, the timeout, start-up and exit slack
+      CHECK(contains(r.output, "ds-train: error:"));
+      if (victim == 1) {
+        CHECK(contains(r.output, "rank 1 exited or was killed"));
+      } else {
+        CHECK(contains(r.output, "rank 0's store"));
+      }
+    }
+  }
+}
+
+TEST_CASE("a rank that never starts: the others fail naming it, within the timeout") {
+  mp::Launch l;
+  l.world = 3;
+  l.start = {0, 1};
+  const std::vector<mp::RankResult> rs = long_run(l);
+  INFO(mp::describe(rs));
+  for (const mp::RankResult& r : rs) {
+    CHECK_FALSE(r.killed_at_deadline);
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.output, "rank 2 of 3 did not arrive within 0.1 min (DSPP_TIMEOUT)"));
+  }
+}

@@ -217,8 +217,8 @@ std::string describe_lost_ranks() {
   }
   if (lost.empty()) return "";
   return std::string(lost.size() > 1 ? "ranks " : "rank ") + ranks_text(lost) +
-         (lost.size() > 1 ? " exited or were killed" : " exited or was killed") +
-         " (their connection to the store dropped)";
+         (lost.size() > 1 ? " exited or were killed (their connections to the store dropped)"
+                          : " exited or was killed (its connection to the store dropped)");
 }
 
 void check_plugins_match(const PluginRegistry& registry) {

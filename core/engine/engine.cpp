@@ -232,17 +232,19 @@ void Engine::step() {
     ++global_steps_;
     global_samples_ += train_batch_size();
     zero_grad();
+    // Reported by rank 0 only, as DeepSpeed's log_dist(ranks=[0]); the loss is rank 0's.
+    const bool lead = mesh_.rank == 0;
     if (steps_per_print_ > 0 && global_steps_ % steps_per_print_ == 0) {
       std::ostringstream line;
       line << "step=" << global_steps_ << " skipped=" << skipped_steps_ << " lr=[";
       for (size_t i = 0; i < lrs.size(); ++i) line << (i ? ", " : "") << lrs[i];
       line << "] loss=" << last_loss_ << " grad_norm=" << last_grad_norm_;
-      log::info("engine", line.str());
+      if (lead) log::info("engine", line.str());
       if (wall_clock_breakdown_) {
         std::ostringstream t;
         t << "time (ms) over the last " << steps_per_print_ << " steps:";
         for (const auto& [name, sec] : timers_) t << " " << name << "=" << sec * 1e3;
-        log::info("engine", t.str());
+        if (lead) log::info("engine", t.str());
         timers_.clear();
       }
     }

@@ -259,8 +259,9 @@ InitializeResult initialize(const InitializeArgs& a) {
     for (int64_t d : p->shape) n *= d;
     numel += n;
   }
-  log::info("initialize", a.model->type_name() + ": " + std::to_string(params.size()) +
-                              " parameters, " + std::to_string(numel) + " elements");
+  if (env.rank == 0)
+    log::info("initialize", a.model->type_name() + ": " + std::to_string(params.size()) +
+                                " parameters, " + std::to_string(numel) + " elements");
   Mesh mesh = build_mesh(a, cfg, env);
   merge_autotp(cfg, mesh);
   dist::MeshGroups groups = dist::make_mesh_groups(mesh);
@@ -300,11 +301,13 @@ InitializeResult initialize(const InitializeArgs& a) {
   EngineParts parts{std::move(cfg),     a.model,         optimizer, scheduler,  mesh,
                     a.model_parameters, std::move(zero), groups.dp, groups.grad};
   auto engine = std::make_shared<Engine>(std::move(parts));
-  log::info("initialize", std::string("engine ") + to_string(engine->kind()) +
-                              ": train_batch_size=" + std::to_string(engine->train_batch_size()) +
-                              " micro=" + std::to_string(engine->train_micro_batch_size_per_gpu()) +
-                              " gas=" + std::to_string(engine->gradient_accumulation_steps()) +
-                              " dp=" + std::to_string(mesh.dp_size));
+  if (env.rank == 0)
+    log::info("initialize",
+              std::string("engine ") + to_string(engine->kind()) +
+                  ": train_batch_size=" + std::to_string(engine->train_batch_size()) +
+                  " micro=" + std::to_string(engine->train_micro_batch_size_per_gpu()) +
+                  " gas=" + std::to_string(engine->gradient_accumulation_steps()) +
+                  " dp=" + std::to_string(mesh.dp_size));
   return {engine, optimizer.impl, loader, scheduler};
 }
 
