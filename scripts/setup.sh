@@ -12,9 +12,14 @@ DSPP_JOBS="${DSPP_JOBS:-$(nproc)}"
 DSPP_DEBS=(cmake make g++ pkg-config libboost-dev libboost-program-options-dev rapidjson-dev catch2
   libopenblas-dev libgloo-dev)
 
+# Only the tests need these (scripts/test.sh sets DSPP_INSTALL_TEST_DEBS=1): sshd for dsrun's
+# ssh-to-localhost test.
+DSPP_TEST_DEBS=(openssh-server openssh-client)
+
 dspp_install_deps() {
-  local missing=()
-  for p in "${DSPP_DEBS[@]}"; do
+  local wanted=("${DSPP_DEBS[@]}") missing=()
+  [ -n "${DSPP_INSTALL_TEST_DEBS:-}" ] && wanted+=("${DSPP_TEST_DEBS[@]}")
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

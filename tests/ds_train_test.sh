@@ -4,6 +4,8 @@
 #       lower the loss (in the CSV, the mean of the last 10 step losses below the mean of the first
 #       10), reach a held-out loss below chance, and print `final train_loss=X eval_loss=Y ...` as
 #       its last line.
+#   ds_train_test.sh dsrun DS_TRAIN WORKDIR DSRUN   the same run as 2 data-parallel processes under
+#       `dsrun -n 2`: the same checks, on rank 0's lines, and exactly one final line (rank 0's).
 #   ds_train_test.sh errors DS_TRAIN WORKDIR   a missing data file, a missing config file and a
 #       misspelt config key each exit non-zero with the dspp::Error message.
 set -euo pipefail
@@ -17,11 +19,20 @@ fail() {
   exit 1
 }
 
+# learns [LAUNCHER...]: ds-train, started by the launcher words when given.
 learns() {
   local csv="$work/learns.csv" out="$work/learns.out" err="$work/learns.err"
-  "$ds_train" --steps 60 --n-layer 1 --n-head 2 --n-embd 32 --context 32 --eval-batches 4 \
+  "$@" "$ds_train" --steps 60 --n-layer 1 --n-head 2 --n-embd 32 --context 32 --eval-batches 4 \
     --seed 7 --csv "$csv" >"$out" 2>"$err" || { cat "$out" "$err"; fail "ds-train exited non-zero"; }
   cat "$out"
+  if [ $# -gt 0 ]; then
+    # Under dsrun every line carries its rank; only rank 0 reports.
+    local finals
+    finals=$(grep -c "final train_loss=" "$out" || true)
+    [ "$finals" -eq 1 ] || fail "expected one final line (rank 0's), got $finals"
+    grep -q "^\[rank 0\] final train_loss=" "$out" || fail "the final line is not rank 0's"
+    sed -i 's/^\[rank [0-9]*\] //' "$out"
+  fi
 
   # Column 2 is the step's loss; 60 data rows, one per step.
   local rows
@@ -68,6 +79,7 @@ errors() {
 
 case "$mode" in
   learns) learns ;;
+  dsrun) learns "$4" -n 2 --master_port "$((20000 + RANDOM % 20000))" ;;
   errors) errors ;;
   *) fail "unknown mode $mode" ;;
 esac

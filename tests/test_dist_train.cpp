@@ -12,6 +12,8 @@
 //   is itself noise of order 1, so single elements may differ by a fraction of one step's lr.
 //   1e-4 absolute = 1% of lr (measured 9e-6 at world 2, GA 2).
 // A real error (a missing average, a wrong shard, a skipped reduction) moves the loss by > 1e-3.
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -230,4 +232,37 @@ TEST_CASE("a rank that never starts: the others fail naming it, within the timeo
     CHECK(r.exit_code == 1);
     CHECK(contains(r.output, "rank 2 of 3 did not arrive within 0.1 min (DSPP_TIMEOUT)"));
   }
+}
+
+TEST_CASE("ranks that loaded different plugins all fail, naming the rank and the plugin") {
+  // Rank 1's plugin_paths folder holds one more plugin than rank 0's (which is empty).
+  const std::string dir = temp_dir();
+  ::mkdir((dir + "/r0").c_str(), 0755);
+  ::mkdir((dir + "/r1").c_str(), 0755);
+  const std::string lib = "libdspp_scheduler_testconst.so";
+  {
+    std::ifstream src(std::string(DSPP_TEST_PLUGIN_DIR) + "/good/" + lib, std::ios::binary);
+    std::ofstream dst(dir + "/r1/" + lib, std::ios::binary);
+    dst << src.rdbuf();
+  }
+  mp::Launch l;
+  l.exe = kDsTrain;
+  l.world = 2;
+  l.args = {"--steps",   "2",  "--n-layer", "1",
+            "--n-embd",  "32", "--n-head",  "2",
+            "--context", "16", "--set",     "plugin_paths=[\"" + dir + "/r{rank}\"]"};
+  l.env = {{"OMP_NUM_THREADS", "1"}, {"DSPP_TIMEOUT", "0.2"}};
+  l.deadline_s = 60;
+  const std::vector<mp::RankResult> rs = mp::run(l);
+  INFO(mp::describe(rs));
+  for (const mp::RankResult& r : rs) {
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.output, "the ranks loaded different plugins"));
+    CHECK(contains(r.output, "only on rank 1:"));
+    CHECK(contains(r.output, "scheduler/testconst"));
+  }
+  std::remove((dir + "/r1/" + lib).c_str());
+  ::rmdir((dir + "/r1").c_str());
+  ::rmdir((dir + "/r0").c_str());
+  ::rmdir(dir.c_str());
 }

@@ -23,6 +23,9 @@ struct State {
   Level level = initial_level();
   int rank = 0;
   int world = 1;
+  // DSPP_LOG_RANK=0 (set by dsrun, which prefixes each line itself) leaves the rank out.
+  bool show_rank =
+      !(std::getenv("DSPP_LOG_RANK") && !std::strcmp(std::getenv("DSPP_LOG_RANK"), "0"));
   std::function<void(Level, std::string_view)> sink;
 };
 
@@ -73,7 +76,7 @@ void write(Level level, std::string_view who, std::string_view msg) {
   std::lock_guard lock(s.mu);
   if (level < s.level) return;
   std::string line = "[dspp";
-  if (s.world > 1) line += " rank " + std::to_string(s.rank);
+  if (s.world > 1 && s.show_rank) line += " rank " + std::to_string(s.rank);
   line += "] ";
   line += name(level);
   line += ": ";

@@ -1,4 +1,5 @@
-// The core's logger: one line per message, prefixed with the rank when distributed. Plugins log
+// The core's logger: one line per message, prefixed with the rank when distributed (unless
+// DSPP_LOG_RANK=0: dsrun prefixes lines itself). Plugins log
 // through dspp_host_api::log, which lands here.
 #pragma once
 
