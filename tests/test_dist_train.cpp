@@ -67,9 +67,11 @@ std::vector<float> read_params(const std::string& path) {
 }
 
 // ds-train on `world` processes, each with micro = global / (world * ga).
-Run train(int world, int ga, const std::vector<std::string>& extra = {}, int steps = kSteps) {
+// `dp` ranks share the data (the others of the world are sequence-parallel copies of them).
+Run train(int world, int ga, const std::vector<std::string>& extra = {}, int steps = kSteps,
+          int dp = 0) {
   const std::string dir = temp_dir();
-  const int micro = kGlobalBatch / (world * ga);
+  const int micro = kGlobalBatch / ((dp > 0 ? dp : world) * ga);
   mp::Launch l;
   l.exe = kDsTrain;
   l.world = world;
@@ -143,6 +145,15 @@ TEST_CASE("ZeRO-0 over Gloo with SGD momentum: world 2 and 4, GA 1 and 2, equal 
   check_worlds({"--set", "optimizer.type=SGD", "--set",
                 "optimizer.params={\"lr\": 0.05, \"momentum\": 0.9}"},
                1e-6);
+}
+
+TEST_CASE("mesh dp 2 x sp 2 at world 4: loader shards by dp, gradients average over dp x sp") {
+  // The layers do not split sequences, so the two ranks of an sp group compute the same thing;
+  // the run must equal one process on the same global batch.
+  const std::vector<std::string> mesh = {"--set", "data_parallel_size=2", "--set",
+                                         "sequence_parallel_size=2"};
+  const Run ref = train(1, 1);
+  check_same(ref, train(4, 2, mesh, kSteps, /*dp=*/2), 1e-4);
 }
 
 TEST_CASE("ZeRO-0: a summed reduction is W times the mean (gradient_allreduce_op)") {

@@ -265,6 +265,12 @@ InitializeResult initialize(const InitializeArgs& a) {
   Mesh mesh = build_mesh(a, cfg, env);
   merge_autotp(cfg, mesh);
   dist::MeshGroups groups = dist::make_mesh_groups(mesh);
+  if (mesh.sp_size > 1 && env.rank == 0) {
+    log::warn("initialize", "sequence_parallel_size=" + std::to_string(mesh.sp_size) +
+                                ": the sequence-parallel groups are built and gradients average "
+                                "over dp x sp, but dspp's layers do not split sequences yet "
+                                "(no Ulysses all-to-all): each sp rank computes whole sequences");
+  }
   run_flaggers(cfg, *a.model, *reg);
 
   EngineKind kind = route(*a.model, cfg);
