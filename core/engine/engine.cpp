@@ -64,9 +64,13 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   for (const Parameter* p : params_) total += numel_of(p->shape);
 
   // One flat buffer for values and one for gradients; every parameter becomes a view of them so
-  // the optimizer (and later ZeRO) works on contiguous memory.
-  flat_params_ = Tensor::empty({total});
-  flat_grads_ = Tensor::zeros({total});
+  // the optimizer and the ZeRO stage work on contiguous memory. The length is padded to equal
+  // partitions of kPartitionAlign elements per gradient-group rank (64-byte aligned partitions;
+  // the padding is zero and belongs to no parameter).
+  const int64_t unit = kPartitionAlign * grad_group_->size();
+  const int64_t padded = (total + unit - 1) / unit * unit;
+  flat_params_ = Tensor::zeros({padded});
+  flat_grads_ = Tensor::zeros({padded});
   std::map<std::string, int64_t> offset_of;
   int64_t off = 0;
   for (Parameter* p : params_) {

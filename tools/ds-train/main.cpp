@@ -206,12 +206,15 @@ PreparedConfig prepare_config(const Options& o) {
 
 // --dump-params: every parameter as raw little-endian float32, in the model's order (what the
 // multi-process tests compare with the single-process run).
-void dump_params(const dspp::Engine& engine, const std::string& path) {
-  const dspp::Tensor& flat = engine.flat_params();
+void dump_params(dspp::Engine& engine, const std::string& path) {
+  // The flat buffer holds the parameters in the model's order, then the partition padding.
+  int64_t numel = 0;
+  for (const dspp::Parameter* p : engine.module().parameters()) numel += dspp::numel_of(p->shape);
+  const size_t bytes = static_cast<size_t>(numel) * sizeof(float);
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) throw dspp::Error(dspp::Errc::kIo, "--dump-params " + path + ": could not be created");
-  const size_t n = std::fwrite(flat.data(), 1, flat.nbytes(), f);
-  const bool ok = std::fclose(f) == 0 && n == flat.nbytes();
+  const size_t n = std::fwrite(engine.flat_params().data(), 1, bytes, f);
+  const bool ok = std::fclose(f) == 0 && n == bytes;
   if (!ok) throw dspp::Error(dspp::Errc::kIo, "--dump-params " + path + ": write failed");
 }
 
@@ -376,6 +379,16 @@ int run(const Options& o) {
       config.get_double("gradient_clipping"),
       static_cast<long long>(config.get_int("zero_optimization.stage")));
   std::printf("ds-train: model %s\n", model.description.c_str());
+  {
+    const dspp::MemoryBreakdown m = engine.memory_breakdown();
+    std::printf(
+        "ds-train: model states per rank (ZeRO stage %lld, dp %lld): parameters %lld B, "
+        "gradients %lld B, optimizer states %lld B, master weights %lld B\n",
+        static_cast<long long>(config.get_int("zero_optimization.stage")),
+        static_cast<long long>(engine.mesh().dp_size), static_cast<long long>(m.param_bytes),
+        static_cast<long long>(m.grad_bytes), static_cast<long long>(m.optimizer_state_bytes),
+        static_cast<long long>(m.master_bytes));
+  }
   std::printf("ds-train: data %s\n", data.description.c_str());
   if (data.chance_loss) {
     std::string ref = "ds-train:   reference losses: chance " + fixed(*data.chance_loss, 4) + " (" +
@@ -425,6 +438,7 @@ int run(const Options& o) {
 
   std::vector<double> losses;
   losses.reserve(static_cast<size_t>(cfg.steps));
+  engine.grad_group()->reset_stats();  // count the training steps' communication only
   double train_seconds = 0.0;
   Score last_eval;
   engine.train();
@@ -506,6 +520,17 @@ int run(const Options& o) {
         at("forward"), at("backward"), at("step"));
   }
   std::printf("ds-train: train loss %.4f (mean of the last %zu steps)\n", train_loss, window);
+  if (engine.grad_group()->size() > 1) {
+    // Per optimizer step, in bytes of the buffers handed to each collective (comm stats count
+    // the logical buffer: all_reduce its size, reduce_scatter its input, all_gather its output).
+    std::string line = "ds-train: communication per step on rank 0 (group of " +
+                       std::to_string(engine.grad_group()->size()) + "):";
+    for (const auto& [op, c] : engine.grad_group()->stats()) {
+      line += " " + op + " " + std::to_string(c.calls / cfg.steps) + "x " +
+              std::to_string(c.bytes / cfg.steps) + " B";
+    }
+    std::printf("%s\n", line.c_str());
+  }
   std::string held =
       "ds-train: " + describe_score(last_eval, data) + " (" + std::to_string(last_eval.batches) +
       (last_eval.batches == 1 ? " batch of " : " batches of ") + std::to_string(micro) + ")";

@@ -3,10 +3,8 @@
 // zero_optimization.reduce_bucket_size elements (all buckets issued, then waited, so the comm
 // plugin can pipeline them), averaged (or summed) over the data-parallel group, and every rank
 // steps the optimizer on the whole flat buffer. No hooks: nothing happens during backward.
-#include <dspp/kinds/zero.h>
-#include <dspp/plugin.h>
+#include "../common/zero_common.h"
 
-#include <cmath>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -15,15 +13,9 @@
 namespace {
 
 using dspp::plugin::ConfigReader;
+using dspp::plugin::pass_through;
 using dspp::plugin::StatusError;
-
-dspp_tensor_view slice(dspp_tensor_view v, int64_t offset, int64_t n) {
-  dspp_tensor_view s = v;
-  s.data = static_cast<float*>(v.data) + offset;
-  s.ndim = 1;
-  s.shape[0] = n;
-  return s;
-}
+namespace zc = dspp::zero_common;
 
 class Stage0 final : public dspp::ZeroStage {
  public:
@@ -42,27 +34,13 @@ class Stage0 final : public dspp::ZeroStage {
       if (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_grads.dtype != DSPP_F32) {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT, "zero/stage0: flat buffers must be fp32");
       }
-      segments_.clear();
-      for (int32_t i = 0; i < s->num_params; ++i) {
-        const dspp::ZeroParam& p = s->params[i];
-        if (p.group < 0) continue;  // in no parameter group: not trained
-        dspp::ParamSegment seg{};
-        seg.name = p.name;
-        seg.group = p.group;
-        seg.flags = p.flags;
-        seg.ndim = p.ndim;
-        for (int32_t d = 0; d < p.ndim && d < DSPP_MAX_DIMS; ++d) seg.shape[d] = p.shape[d];
-        seg.offset_in_param = 0;
-        seg.offset_in_flat = p.offset_in_flat;
-        seg.numel = p.numel;
-        segments_.push_back(seg);
-      }
       flat_numel_ = setup_.flat_grads.shape[0];
+      segments_ = zc::segments_in(setup_, 0, flat_numel_);
       if (setup_.optimizer) {
         dspp::OptimizerSetup os{segments_.data(), static_cast<int32_t>(segments_.size()),
                                 setup_.groups,    setup_.num_groups,
                                 flat_numel_,      setup_.device};
-        dspp::plugin::pass_through(setup_.optimizer->init(&os));
+        pass_through(setup_.optimizer->init(&os));
       }
     });
   }
@@ -74,43 +52,24 @@ class Stage0 final : public dspp::ZeroStage {
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
-      float* g = static_cast<float*>(setup_.flat_grads.data);
-      const int32_t n = setup_.dp->size();
-      if (n > 1) {
-        const double f = setup_.predivide_factor > 0 ? setup_.predivide_factor : 1.0;
-        if (f != 1.0) scale(g, 0, flat_numel_, static_cast<float>(1.0 / f));
-        // Mean without a predivide factor is the comm plugin's avg; otherwise sum, then rescale.
-        const int32_t op = (setup_.average && f == 1.0) ? dspp::kReduceAvg : dspp::kReduceSum;
+      float* g = zc::floats(setup_.flat_grads);
+      if (setup_.dp->size() > 1) {
+        const zc::Reduction r = zc::reduction_of(setup_);
+        if (r.before != 1.0f) zc::scale(g, flat_numel_, r.before);
         std::vector<dspp::CommWork*> works;
-        dspp_status first_error = DSPP_OK;
-        for (int64_t off = 0; off < flat_numel_; off += bucket_) {
+        dspp_status issued = DSPP_OK;
+        for (int64_t off = 0; off < flat_numel_ && issued == DSPP_OK; off += bucket_) {
           const int64_t len = std::min(bucket_, flat_numel_ - off);
           dspp::CommWork* w = nullptr;
-          first_error = setup_.dp->all_reduce(slice(setup_.flat_grads, off, len), op, &w);
-          if (first_error != DSPP_OK) break;
-          works.push_back(w);
+          issued = setup_.dp->all_reduce(zc::slice(setup_.flat_grads, off, len), r.op, &w);
+          if (issued == DSPP_OK) works.push_back(w);
         }
-        // Wait for every issued bucket even after a failure: the buffers must outlive the work.
-        for (dspp::CommWork* w : works) {
-          dspp_status s = w->wait();
-          w->release();
-          if (first_error == DSPP_OK) first_error = s;
-        }
-        dspp::plugin::pass_through(first_error);
-        const double after = setup_.average ? (f == 1.0 ? 1.0 : f / n) : f;
-        if (after != 1.0) scale(g, 0, flat_numel_, static_cast<float>(after));
+        zc::wait_all(works, issued);
+        if (r.after != 1.0f) zc::scale(g, flat_numel_, r.after);
       }
       // Every rank now holds the same reduced gradient: the norm is global as computed here.
-      double sq = 0.0;
       bool bad = false;
-      for (const dspp::ParamSegment& seg : segments_) {
-        const float* p = g + seg.offset_in_flat;
-        double part = 0.0;
-        for (int64_t i = 0; i < seg.numel; ++i) part += static_cast<double>(p[i]) * p[i];
-        sq += part;
-        if (!std::isfinite(part)) bad = true;
-      }
-      *sq_norm = sq;
+      *sq_norm = zc::sq_norm(g, segments_, &bad);
       *overflow = bad ? 1 : 0;
     });
   }
@@ -120,16 +79,11 @@ class Stage0 final : public dspp::ZeroStage {
       if (!setup_.optimizer) {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT, "zero/stage0: no optimizer");
       }
-      float* g = static_cast<float*>(setup_.flat_grads.data);
-      if (grad_scale != 1.0) {
-        for (const dspp::ParamSegment& seg : segments_) {
-          scale(g, seg.offset_in_flat, seg.numel, static_cast<float>(grad_scale));
-        }
-      }
+      zc::scale_segments(zc::floats(setup_.flat_grads), segments_, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
       a.params = setup_.flat_params;
       a.grads = setup_.flat_grads;
-      dspp::plugin::pass_through(setup_.optimizer->step(&a));
+      pass_through(setup_.optimizer->step(&a));
     });
   }
 
@@ -144,16 +98,7 @@ class Stage0 final : public dspp::ZeroStage {
       out->param_bytes = flat_numel_ * 4;
       out->grad_bytes = flat_numel_ * 4;
       out->master_bytes = 0;
-      out->optimizer_state_bytes = 0;
-      if (!setup_.optimizer) return;
-      for (int32_t i = 0; i < setup_.optimizer->num_states(); ++i) {
-        const char* name = nullptr;
-        dspp_tensor_view v{};
-        dspp::plugin::pass_through(setup_.optimizer->state(i, &name, &v));
-        int64_t n = 1;
-        for (int32_t d = 0; d < v.ndim; ++d) n *= v.shape[d];
-        out->optimizer_state_bytes += n * 4;
-      }
+      out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
     });
   }
 
@@ -161,12 +106,6 @@ class Stage0 final : public dspp::ZeroStage {
   template <class Fn>
   dspp_status guard(Fn&& fn) const noexcept {
     return dspp::plugin::guard(host_, std::forward<Fn>(fn));
-  }
-
-  static void scale(float* g, int64_t off, int64_t n, float c) {
-    float* p = g + off;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) p[i] *= c;
   }
 
   const dspp_host_api* host_;

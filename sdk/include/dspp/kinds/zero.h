@@ -25,6 +25,10 @@ struct ZeroParam {
   int32_t group;           // index into groups; -1: not trained (in no parameter group)
 };
 
+// The flat buffers' length is a multiple of kPartitionAlign x dp->size(), so they split into equal,
+// 64-byte aligned partitions; the elements after the last parameter are zero and belong to none.
+constexpr int64_t kPartitionAlign = 16;
+
 struct ZeroSetup {
   const ZeroParam* params;
   int32_t num_params;

@@ -1,0 +1,139 @@
+// What the ZeRO stage plugins share (header-only: plugins link nothing of each other): views into
+// the flat buffers, the segments of the trained parameters inside a range, the gradient-reduction
+// arithmetic (mean/sum, predivide factor), norms, and waiting on several comm works.
+#pragma once
+
+#include <dspp/kinds/zero.h>
+#include <dspp/plugin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dspp::zero_common {
+
+using plugin::pass_through;
+using plugin::StatusError;
+
+// `n` elements of a flat fp32 view starting at `offset`.
+inline dspp_tensor_view slice(dspp_tensor_view v, int64_t offset, int64_t n) {
+  dspp_tensor_view s = v;
+  s.data = static_cast<float*>(v.data) + offset;
+  s.ndim = 1;
+  s.shape[0] = n;
+  return s;
+}
+
+inline float* floats(const dspp_tensor_view& v) {
+  return static_cast<float*>(v.data);
+}
+
+inline void scale(float* p, int64_t n, float c) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) p[i] *= c;
+}
+
+// The pieces of the trained parameters (group >= 0) that lie in [begin, end) of the flat buffer,
+// with offset_in_flat relative to `begin` (the optimizer then sees [begin, end) as its flat).
+inline std::vector<ParamSegment> segments_in(const ZeroSetup& s, int64_t begin, int64_t end) {
+  std::vector<ParamSegment> out;
+  for (int32_t i = 0; i < s.num_params; ++i) {
+    const ZeroParam& p = s.params[i];
+    if (p.group < 0) continue;  // in no parameter group: not trained
+    const int64_t lo = std::max(begin, p.offset_in_flat);
+    const int64_t hi = std::min(end, p.offset_in_flat + p.numel);
+    if (lo >= hi) continue;
+    ParamSegment seg{};
+    seg.name = p.name;
+    seg.group = p.group;
+    seg.flags = p.flags;
+    seg.ndim = p.ndim;
+    for (int32_t d = 0; d < p.ndim && d < DSPP_MAX_DIMS; ++d) seg.shape[d] = p.shape[d];
+    seg.offset_in_param = lo - p.offset_in_flat;
+    seg.offset_in_flat = lo - begin;
+    seg.numel = hi - lo;
+    out.push_back(seg);
+  }
+  return out;
+}
+
+// Sum of squares of the segments (offsets relative to `base`), and whether any is non-finite.
+inline double sq_norm(const float* base, const std::vector<ParamSegment>& segs, bool* bad) {
+  double sq = 0.0;
+  *bad = false;
+  for (const ParamSegment& seg : segs) {
+    const float* p = base + seg.offset_in_flat;
+    double part = 0.0;
+    for (int64_t i = 0; i < seg.numel; ++i) part += static_cast<double>(p[i]) * p[i];
+    if (!std::isfinite(part)) *bad = true;
+    sq += part;
+  }
+  return sq;
+}
+
+inline void scale_segments(float* base, const std::vector<ParamSegment>& segs, float c) {
+  if (c == 1.0f) return;
+  for (const ParamSegment& seg : segs) scale(base + seg.offset_in_flat, seg.numel, c);
+}
+
+// Waits for every work (the buffers must outlive them even after a failure) and releases them;
+// fails with the first failure.
+inline void wait_all(std::vector<CommWork*>& works, dspp_status issued = DSPP_OK) {
+  dspp_status first = issued;
+  for (CommWork* w : works) {
+    const dspp_status s = w->wait();
+    w->release();
+    if (first == DSPP_OK) first = s;
+  }
+  works.clear();
+  pass_through(first);
+}
+
+// DeepSpeed's gradient reduction: with a predivide factor f (1 when unset) gradients are scaled by
+// 1/f before a sum and by f/size (mean) or f (sum) after; without one, the mean is the comm
+// plugin's avg.
+struct Reduction {
+  int32_t op;
+  float before;
+  float after;
+};
+inline Reduction reduction_of(const ZeroSetup& s) {
+  const double f = s.predivide_factor > 0 ? s.predivide_factor : 1.0;
+  const int32_t n = s.dp->size();
+  if (f == 1.0) return {s.average ? kReduceAvg : kReduceSum, 1.0f, 1.0f};
+  return {kReduceSum, static_cast<float>(1.0 / f), static_cast<float>(s.average ? f / n : f)};
+}
+
+// Sums doubles over the group in place (norms and overflow flags of partitions).
+inline void all_reduce_sum(Communicator* c, double* values, int32_t n) {
+  if (c->size() == 1) return;
+  dspp_tensor_view v{};
+  v.data = values;
+  v.dtype = DSPP_F64;
+  v.ndim = 1;
+  v.shape[0] = n;
+  v.device = dspp_device{DSPP_DEVICE_CPU, 0};
+  CommWork* w = nullptr;
+  pass_through(c->all_reduce(v, kReduceSum, &w));
+  std::vector<CommWork*> works{w};
+  wait_all(works);
+}
+
+// Bytes of the optimizer's states (each a flat fp32 tensor).
+inline int64_t optimizer_state_bytes(Optimizer* opt) {
+  if (!opt) return 0;
+  int64_t bytes = 0;
+  for (int32_t i = 0; i < opt->num_states(); ++i) {
+    const char* name = nullptr;
+    dspp_tensor_view v{};
+    pass_through(opt->state(i, &name, &v));
+    int64_t n = 1;
+    for (int32_t d = 0; d < v.ndim; ++d) n *= v.shape[d];
+    bytes += n * 4;
+  }
+  return bytes;
+}
+
+}  // namespace dspp::zero_common

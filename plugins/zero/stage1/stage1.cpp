@@ -1,0 +1,206 @@
+// zero/stage1: DeepSpeed's ZeRO stage 1. The optimizer states are partitioned across the
+// data-parallel ranks: the flat buffer splits into equal partitions (the engine pads it so they
+// are), each rank's optimizer is set up over its partition only (so its states are 1/dp of the
+// whole), gradients are reduce-scattered at the accumulation boundary so each rank receives its
+// partition's reduced gradient, each rank steps its partition, and the updated partitions are
+// all-gathered into every rank's parameters. Communication per step: a reduce-scatter and an
+// all-gather of the flat buffer, the same volume as stage 0's all-reduce.
+//
+// An optimizer that needs whole parameters (Muon's orthogonalisation, Lamb's trust ratio) gets
+// partitions cut at parameter boundaries instead (balanced by elements, so unequal): gradients
+// are then all-reduced and each rank broadcasts the parameters it stepped. Its states are still
+// split across ranks; the communication is 3 flat buffers per step instead of 2.
+#include "../common/zero_common.h"
+
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using dspp::plugin::ConfigReader;
+using dspp::plugin::pass_through;
+using dspp::plugin::StatusError;
+namespace zc = dspp::zero_common;
+
+class Stage1 final : public dspp::ZeroStage {
+ public:
+  Stage1(const dspp_host_api* host, ConfigReader cfg)
+      : host_(host), bucket_(cfg.get_int("reduce_bucket_size", 500000000)) {
+    if (bucket_ < 1) {
+      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                        "zero_optimization.reduce_bucket_size must be at least 1, got " +
+                            std::to_string(bucket_));
+    }
+  }
+
+  dspp_status init(const dspp::ZeroSetup* s) noexcept override {
+    return guard([&] {
+      setup_ = *s;
+      if (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_grads.dtype != DSPP_F32) {
+        throw StatusError(DSPP_ERR_INVALID_ARGUMENT, "zero/stage1: flat buffers must be fp32");
+      }
+      if (!setup_.optimizer) {
+        throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                          "zero/stage1 partitions the optimizer's states: the config needs an "
+                          "\"optimizer\" section (or pass one to initialize())");
+      }
+      flat_numel_ = setup_.flat_grads.shape[0];
+      const int32_t n = setup_.dp->size();
+      if (flat_numel_ % n != 0) {
+        throw StatusError(DSPP_ERR_INTERNAL, "zero/stage1: the flat buffer (" +
+                                                 std::to_string(flat_numel_) +
+                                                 ") does not split into " + std::to_string(n));
+      }
+      whole_ = setup_.optimizer->needs_whole_params() != 0;
+      bounds_ = whole_ ? parameter_bounds(n) : equal_bounds(n);
+      const int32_t r = setup_.dp->rank();
+      begin_ = bounds_[r];
+      end_ = bounds_[r + 1];
+      segments_ = zc::segments_in(setup_, begin_, end_);
+      dspp::OptimizerSetup os{segments_.data(), static_cast<int32_t>(segments_.size()),
+                              setup_.groups,    setup_.num_groups,
+                              end_ - begin_,    setup_.device};
+      pass_through(setup_.optimizer->init(&os));
+    });
+  }
+
+  dspp_status before_forward(int32_t, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status after_forward(int32_t, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status before_backward(int32_t, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status after_backward(int32_t, int32_t) noexcept override { return DSPP_OK; }
+
+  dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
+    return guard([&] {
+      float* g = zc::floats(setup_.flat_grads);
+      dspp::Communicator* dp = setup_.dp;
+      if (dp->size() > 1) {
+        const zc::Reduction r = zc::reduction_of(setup_);
+        if (r.before != 1.0f) zc::scale(g, flat_numel_, r.before);
+        std::vector<dspp::CommWork*> works;
+        dspp_status issued = DSPP_OK;
+        if (!whole_) {
+          // In place: rank r's reduced slice lands where its partition already is.
+          dspp::CommWork* w = nullptr;
+          issued = dp->reduce_scatter(
+              setup_.flat_grads, zc::slice(setup_.flat_grads, begin_, end_ - begin_), r.op, &w);
+          if (issued == DSPP_OK) works.push_back(w);
+        } else {
+          for (int64_t off = 0; off < flat_numel_ && issued == DSPP_OK; off += bucket_) {
+            dspp::CommWork* w = nullptr;
+            issued = dp->all_reduce(
+                zc::slice(setup_.flat_grads, off, std::min(bucket_, flat_numel_ - off)), r.op, &w);
+            if (issued == DSPP_OK) works.push_back(w);
+          }
+        }
+        zc::wait_all(works, issued);
+        if (r.after != 1.0f) zc::scale(g + begin_, end_ - begin_, r.after);
+      }
+      // Each rank holds its partition's reduced gradient: sum the partitions' squares.
+      bool bad = false;
+      double v[2] = {zc::sq_norm(g + begin_, segments_, &bad), 0.0};
+      v[1] = bad ? 1.0 : 0.0;
+      zc::all_reduce_sum(dp, v, 2);
+      *sq_norm = v[0];
+      *overflow = v[1] > 0 ? 1 : 0;
+    });
+  }
+
+  dspp_status step(const dspp::StepArgs* args, double grad_scale) noexcept override {
+    return guard([&] {
+      float* g = zc::floats(setup_.flat_grads);
+      zc::scale_segments(g + begin_, segments_, static_cast<float>(grad_scale));
+      dspp::StepArgs a = *args;
+      a.params = zc::slice(setup_.flat_params, begin_, end_ - begin_);
+      a.grads = zc::slice(setup_.flat_grads, begin_, end_ - begin_);
+      pass_through(setup_.optimizer->step(&a));
+      gather_parameters();
+    });
+  }
+
+  dspp_status zero_grad() noexcept override {
+    std::memset(setup_.flat_grads.data, 0, static_cast<size_t>(flat_numel_) * sizeof(float));
+    return DSPP_OK;
+  }
+
+  dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
+    return guard([&] {
+      // fp32 training: the parameters are the master weights. Stage 1 keeps whole gradients.
+      out->param_bytes = flat_numel_ * 4;
+      out->grad_bytes = flat_numel_ * 4;
+      out->master_bytes = 0;
+      out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
+    });
+  }
+
+ private:
+  template <class Fn>
+  dspp_status guard(Fn&& fn) const noexcept {
+    return dspp::plugin::guard(host_, std::forward<Fn>(fn));
+  }
+
+  std::vector<int64_t> equal_bounds(int32_t n) const {
+    std::vector<int64_t> b(n + 1);
+    for (int32_t k = 0; k <= n; ++k) b[k] = flat_numel_ / n * k;
+    return b;
+  }
+
+  // Cuts at parameter starts: partition k starts at the first parameter that begins after k/n
+  // of all parameter elements, so every parameter lies whole in one partition. With fewer
+  // parameters than ranks the last partitions are empty.
+  std::vector<int64_t> parameter_bounds(int32_t n) const {
+    int64_t total = 0;
+    for (int32_t i = 0; i < setup_.num_params; ++i) total += setup_.params[i].numel;
+    std::vector<int64_t> b(n + 1, flat_numel_);
+    b[0] = 0;
+    int32_t k = 1;
+    int64_t seen = 0;
+    for (int32_t i = 0; i < setup_.num_params; ++i) {
+      while (k < n && seen >= total * k / n) b[k++] = setup_.params[i].offset_in_flat;
+      seen += setup_.params[i].numel;
+    }
+    return b;
+  }
+
+  // Every rank's updated partition into every rank's parameters.
+  void gather_parameters() {
+    dspp::Communicator* dp = setup_.dp;
+    if (dp->size() == 1) return;
+    std::vector<dspp::CommWork*> works;
+    dspp_status issued = DSPP_OK;
+    if (!whole_) {
+      dspp::CommWork* w = nullptr;
+      issued = dp->all_gather(zc::slice(setup_.flat_params, begin_, end_ - begin_),
+                              setup_.flat_params, &w);
+      if (issued == DSPP_OK) works.push_back(w);
+    } else {
+      for (int32_t k = 0; k < dp->size() && issued == DSPP_OK; ++k) {
+        if (bounds_[k + 1] == bounds_[k]) continue;
+        dspp::CommWork* w = nullptr;
+        issued = dp->broadcast(
+            zc::slice(setup_.flat_params, bounds_[k], bounds_[k + 1] - bounds_[k]), k, &w);
+        if (issued == DSPP_OK) works.push_back(w);
+      }
+    }
+    zc::wait_all(works, issued);
+  }
+
+  const dspp_host_api* host_;
+  int64_t bucket_;
+  dspp::ZeroSetup setup_{};
+  bool whole_ = false;                        // partitions cut at parameter boundaries
+  std::vector<int64_t> bounds_;               // partition k is [bounds_[k], bounds_[k + 1])
+  int64_t begin_ = 0, end_ = 0;               // this rank's partition
+  std::vector<dspp::ParamSegment> segments_;  // offsets relative to begin_
+  int64_t flat_numel_ = 0;
+};
+
+const dspp_plugin_desc kPlugins[] = {dspp::plugin::describe<dspp::ZeroStage, Stage1>(
+    DSPP_KIND_ZERO, "stage1", "1.0.0",
+    "ZeRO stage 1: optimizer states partitioned; gradients reduce-scattered, parameters "
+    "all-gathered")};
+
+}  // namespace
+
+DSPP_PLUGIN_LIBRARY("dspp_zero_stage1", kPlugins)
