@@ -323,6 +323,22 @@ void issue_all_reduce(Communicator* comm, std::vector<Job>& jobs, int dt, size_t
   issued(comm->all_reduce(j.bufs[0].view(), op, &j.work), j, jobs);
 }
 
+// reduce: only the root (c mod n) holds the result; the others' buffers are unspecified.
+void issue_reduce(Communicator* comm, std::vector<Job>& jobs, int dt, size_t m, int op, int c,
+                  Kind k, std::vector<int> ranks, int my_value_rank) {
+  const int root = c % comm->size();
+  Job j;
+  j.what = std::string("reduce ") + opname(op) + " " + dname(dt) + " x " + std::to_string(m) +
+           " root " + std::to_string(root) + " case " + std::to_string(c);
+  j.bufs.emplace_back(dt, m);
+  j.bufs[0].fill(my_value_rank, c, k);
+  const bool mine = comm->rank() == root;
+  j.check = [=](Job& job) {
+    if (mine) check_reduce(job.what, job.bufs[0], op, c, k, ranks, 0);
+  };
+  issued(comm->reduce(j.bufs[0].view(), root, op, &j.work), j, jobs);
+}
+
 void issue_reduce_scatter(Communicator* comm, std::vector<Job>& jobs, int dt, size_t m, int op,
                           int c, Kind k, std::vector<int> ranks, int my_value_rank) {
   const int n = comm->size();
@@ -433,6 +449,7 @@ void battery(Communicator* comm) {
         if (huge && dt != DSPP_F32 && op != (dt == DSPP_BF16 ? dspp::kReduceSum : dspp::kReduceMax))
           continue;
         issue_all_reduce(comm, jobs, dt, m, op, ++c, kExact, world, r);
+        if (!huge) issue_reduce(comm, jobs, dt, m, op, ++c, kExact, world, r);
       }
       if (!huge || dt == DSPP_F32) {
         issue_reduce_scatter(comm, jobs, dt, m, dspp::kReduceSum, ++c, kExact, world, r);

@@ -28,8 +28,9 @@ struct RankResult {
   int exit_code = -1;  // the process's exit status, or -1 when a signal ended it
   int signal = 0;      // the signal that ended it, 0 when it exited
   bool killed_at_deadline = false;
-  double seconds = 0;  // from start to exit
-  std::string output;  // stdout and stderr together
+  double seconds = 0;       // from start to exit
+  double kill_sent_s = -1;  // when the injected kill was sent (from start), -1 if never
+  std::string output;       // stdout and stderr together
 };
 
 struct Launch {
@@ -39,10 +40,12 @@ struct Launch {
   std::vector<int> start;  // the ranks to start; empty: all
   std::map<std::string, std::string> env;
   double deadline_s = 120;  // processes still running then are killed (SIGKILL)
-  // Fault injection from outside: send `kill_signal` to rank `kill_rank` after `kill_after_s`.
+  // Fault injection from outside: send `kill_signal` to rank `kill_rank` `kill_after_s` seconds
+  // after the start, or after rank 0's output first contains `kill_after_text` when given.
   int kill_rank = -1;
   double kill_after_s = 0;
   int kill_signal = SIGKILL;
+  std::string kill_after_text;
 };
 
 // A TCP port nothing listens on now (the kernel's pick), for MASTER_PORT.
@@ -115,12 +118,24 @@ inline std::vector<RankResult> run(const Launch& l) {
   }
   size_t running = ranks.size();
   const auto deadline = t0 + std::chrono::duration<double>(l.deadline_s);
-  const auto kill_at = t0 + std::chrono::duration<double>(l.kill_after_s);
+  auto kill_at = t0 + std::chrono::duration<double>(l.kill_after_s);
+  bool armed = l.kill_after_text.empty();
   bool killed = l.kill_rank < 0;
+  double kill_sent_s = -1;
   while (running > 0) {
     bool progressed = false;
-    if (!killed && Clock::now() >= kill_at) {
+    if (!killed && !armed) {
+      std::ifstream in(logs[0]);
+      std::ostringstream text;
+      text << in.rdbuf();
+      if (text.str().find(l.kill_after_text) != std::string::npos) {
+        armed = true;
+        kill_at = Clock::now() + std::chrono::duration<double>(l.kill_after_s);
+      }
+    }
+    if (!killed && armed && Clock::now() >= kill_at) {
       killed = true;
+      kill_sent_s = std::chrono::duration<double>(Clock::now() - t0).count();
       for (size_t i = 0; i < ranks.size(); ++i) {
         if (ranks[i] == l.kill_rank && pids[i] > 0) ::kill(pids[i], l.kill_signal);
       }
@@ -153,6 +168,7 @@ inline std::vector<RankResult> run(const Launch& l) {
     if (!progressed && running > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (size_t i = 0; i < ranks.size(); ++i) {
+    results[i].kill_sent_s = kill_sent_s;
     std::ifstream in(logs[i]);
     std::ostringstream s;
     s << in.rdbuf();

@@ -207,8 +207,12 @@ TEST_CASE("initialize gives a DataLoader of the micro batch, and the engine refu
   dspp::InitializeArgs bad = a;
   bad.config = R"({"train_batch_size": 2, "bf16": {"enabled": true}})";
   CHECK(error_of([&] { dspp::initialize(bad); }).find("bf16.enabled") != std::string::npos);
+  bad.config = R"({"train_batch_size": 2, "zero_optimization": {"stage": 3}})";
+  CHECK(error_of([&] {
+          dspp::initialize(bad);
+        }).find("zero_optimization.stage=3: no zero plugin") != std::string::npos);
   bad.config = R"({"train_batch_size": 2, "zero_optimization": {"stage": 2}})";
-  CHECK(error_of([&] { dspp::initialize(bad); }).find("zero_optimization.stage=2") !=
+  CHECK(error_of([&] { dspp::initialize(bad); }).find("needs an \"optimizer\" section") !=
         std::string::npos);
   bad.config = R"({"train_batch_size": 2})";
   bad.model_parameters = {{{"no.such.param"}, "{}"}};

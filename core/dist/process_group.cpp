@@ -69,6 +69,10 @@ class SelfCommunicator final : public Communicator {
     return self_error("recv: a one-rank group has no peer");
   }
   dspp_status barrier() noexcept override { return DSPP_OK; }
+  dspp_status reduce(dspp_tensor_view, int32_t, int32_t, CommWork** work) noexcept override {
+    *work = &g_done;
+    return DSPP_OK;
+  }
 
  private:
   static dspp_status copy(dspp_tensor_view in, dspp_tensor_view out, CommWork** work) {
@@ -166,6 +170,12 @@ struct ProcessGroup::Counting final : public Communicator {
   dspp_status recv(dspp_tensor_view buf, int32_t peer, int32_t tag,
                    CommWork** work) noexcept override {
     return wrap(inner->recv(buf, peer, tag, work), "recv", bytes_of(buf), work);
+  }
+  dspp_status reduce(dspp_tensor_view buf, int32_t root, int32_t op,
+                     CommWork** work) noexcept override {
+    const dspp_status s = inner->reduce(buf, root, op, work);
+    if (s == DSPP_ERR_NOT_SUPPORTED && !*work) return s;  // optional: the caller falls back
+    return wrap(s, "reduce", bytes_of(buf), work);
   }
   dspp_status barrier() noexcept override {
     dspp_status s = explain(inner->barrier(), "barrier");

@@ -99,17 +99,44 @@ void wait_for_all_ranks(World& w) {
   w.store->set("dspp/arrived/" + std::to_string(w.env.rank), mine);
   std::vector<std::string> keys;
   for (int r = 0; r < n; ++r) keys.push_back("dspp/arrived/" + std::to_string(r));
-  std::vector<std::string> missing = w.store->wait(keys, w.timeout);
+  // Rank 0 decides: when its wait ends with ranks missing it publishes the verdict and stays a
+  // moment so the ranks that did arrive read it, instead of losing its store mid-wait. The others
+  // wait in slices, watching for that verdict, with a grace period past the timeout.
+  const std::string verdict = "dspp/init_failed", seen = "dspp/init_failed_seen";
+  std::vector<std::string> missing;
+  if (w.env.rank == 0) {
+    missing = w.store->wait(keys, w.timeout);
+  } else {
+    const auto deadline = Clock::now() + w.timeout + std::chrono::seconds(5);
+    while (true) {
+      missing = w.store->wait(keys, Millis(200));
+      if (missing.empty()) break;
+      if (w.store->check(verdict)) {
+        const std::string text = w.store->get(verdict);
+        w.store->add(seen, 1);
+        throw Error(Errc::kTimeout, "rank " + std::to_string(w.env.rank) + ": " + text);
+      }
+      if (Clock::now() > deadline) break;
+    }
+  }
   if (!missing.empty()) {
     std::vector<int> ranks;
     for (const std::string& k : missing) ranks.push_back(std::stoi(k.substr(k.rfind('/') + 1)));
-    throw Error(Errc::kTimeout,
-                "rank " + std::to_string(w.env.rank) + ": rank" + (ranks.size() > 1 ? "s " : " ") +
-                    ranks_text(ranks) + " of " + std::to_string(n) + " did not arrive within " +
-                    minutes_text(w.timeout) +
-                    " (DSPP_TIMEOUT): not started, crashed at start, or started with another "
-                    "MASTER_ADDR/MASTER_PORT (" +
-                    w.env.master_addr + ":" + std::to_string(w.env.master_port) + ")");
+    const std::string text =
+        std::string("rank") + (ranks.size() > 1 ? "s " : " ") + ranks_text(ranks) + " of " +
+        std::to_string(n) + " did not arrive within " + minutes_text(w.timeout) +
+        " (DSPP_TIMEOUT): not started, crashed at start, or started with another "
+        "MASTER_ADDR/MASTER_PORT (" +
+        w.env.master_addr + ":" + std::to_string(w.env.master_port) + ")";
+    if (w.env.rank == 0) {
+      w.store->set(verdict, text);
+      const int64_t present = n - 1 - static_cast<int64_t>(ranks.size());
+      const auto until = Clock::now() + std::chrono::seconds(2);
+      while (w.store->add(seen, 0) < present && Clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    throw Error(Errc::kTimeout, "rank " + std::to_string(w.env.rank) + ": " + text);
   }
   for (int r = 0; r < n; ++r) {
     std::string v = w.store->get(keys[r]);

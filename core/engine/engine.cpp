@@ -10,6 +10,7 @@
 #include <limits>
 #include <map>
 #include <sstream>
+#include <unordered_map>
 #include <utility>
 
 #include "log/log.h"
@@ -18,6 +19,10 @@ namespace dspp {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+int32_t size_of(const std::vector<int32_t>& v) {
+  return static_cast<int32_t>(v.size());
+}
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -56,7 +61,81 @@ Engine::Engine(EngineParts parts)
   setup_parameters(parts.groups);
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  if (hooks_id_ > 0) model_->remove_hooks(hooks_id_);
+}
+
+void Engine::map_module_parameters() {
+  // Which parameters each module reads, as indices into zero_params_ (the order of params_), and
+  // which parameters are read by several modules or by the root itself (tied weights): those are
+  // complete only after the whole backward, so the stage must not reduce them early.
+  std::unordered_map<const Parameter*, int32_t> index_of;
+  for (size_t i = 0; i < params_.size(); ++i) index_of[params_[i]] = static_cast<int32_t>(i);
+  std::vector<int> readers(params_.size(), 0);
+  std::vector<Module*> stack = model_->children();
+  while (!stack.empty()) {
+    Module* m = stack.back();
+    stack.pop_back();
+    std::vector<int32_t> idx;
+    for (const Parameter* p : m->direct_parameters()) {
+      auto it = index_of.find(p);
+      if (it == index_of.end()) continue;
+      idx.push_back(it->second);
+      ++readers[it->second];
+    }
+    if (!idx.empty()) module_params_[m] = std::move(idx);
+    for (Module* c : m->children()) stack.push_back(c);
+  }
+  // The root model's own parameters (and any no module reads): the engine brackets the whole
+  // backward with hooks for them.
+  std::vector<bool> root_reads(params_.size(), false);
+  for (const Parameter* p : model_->direct_parameters()) {
+    if (auto it = index_of.find(p); it != index_of.end()) root_reads[it->second] = true;
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (root_reads[i] || readers[i] == 0) root_params_.push_back(static_cast<int32_t>(i));
+    if (readers[i] + (root_reads[i] ? 1 : 0) != 1) zero_params_[i].flags |= DSPP_PARAM_SHARED;
+  }
+}
+
+void Engine::install_hooks() {
+  ModuleHooks h;
+  h.before_forward = [this](Module& m) {
+    if (auto it = module_params_.find(&m); it != module_params_.end()) {
+      check_plugin(zero_->before_forward(it->second.data(), size_of(it->second)),
+                   "zero before_forward");
+    }
+  };
+  h.after_forward = [this](Module& m) {
+    if (auto it = module_params_.find(&m); it != module_params_.end()) {
+      check_plugin(zero_->after_forward(it->second.data(), size_of(it->second)),
+                   "zero after_forward");
+    }
+  };
+  h.before_backward = [this](Module& m) {
+    if (auto it = module_params_.find(&m); it != module_params_.end()) {
+      before_backward(it->second);
+    }
+  };
+  h.after_backward = [this](Module& m) {
+    if (auto it = module_params_.find(&m); it != module_params_.end()) {
+      check_plugin(zero_->after_backward(it->second.data(), size_of(it->second)),
+                   "zero after_backward");
+    }
+  };
+  hooks_id_ = model_->add_hooks(std::move(h));
+}
+
+void Engine::before_backward(const std::vector<int32_t>& idx) {
+  std::vector<dspp_tensor_view> views(idx.size());
+  check_plugin(zero_->before_backward(idx.data(), size_of(idx), views.data()),
+               "zero before_backward");
+  if (!manages_grads_) return;
+  for (size_t i = 0; i < idx.size(); ++i) {
+    Parameter* p = params_[static_cast<size_t>(idx[i])];
+    p->grad = Tensor::wrap(views[i]).reshape(p->shape);
+  }
+}
 
 void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   params_ = model_->parameters();
@@ -69,8 +148,10 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   // the padding is zero and belongs to no parameter).
   const int64_t unit = kPartitionAlign * grad_group_->size();
   const int64_t padded = (total + unit - 1) / unit * unit;
+  // A stage that manages gradient memory (ZeRO 2) hands out gradient space module by module.
+  manages_grads_ = (zero_->capabilities() & DSPP_ZERO_MANAGES_GRADS) != 0;
   flat_params_ = Tensor::zeros({padded});
-  flat_grads_ = Tensor::zeros({padded});
+  if (!manages_grads_) flat_grads_ = Tensor::zeros({padded});
   std::map<std::string, int64_t> offset_of;
   int64_t off = 0;
   for (Parameter* p : params_) {
@@ -86,7 +167,7 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
       dst.zero_();
     }
     p->value = dst;
-    p->grad = flat_grads_.slice(off, p->shape);
+    p->grad = manages_grads_ ? Tensor() : flat_grads_.slice(off, p->shape);
     offset_of[p->name] = off;
     off += n;
   }
@@ -132,7 +213,7 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
     z.numel = numel_of(p->shape);
     z.offset_in_flat = offset_of[p->name];
     z.value = p->value.view();
-    z.grad = p->grad.view();
+    z.grad = manages_grads_ ? dspp_tensor_view{} : p->grad.view();
     z.flags = p->flags;
     z.group = group_of[i];  // -1: in no group, not trained (as in DeepSpeed)
     zero_params_.push_back(z);
@@ -142,6 +223,7 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
                                             " base learning rates for " +
                                             std::to_string(group_setups_.size()) + " groups");
   }
+  map_module_parameters();
   const std::string op = config_.get_string("gradient_allreduce_op");
   // DeepSpeed: prescale_gradients divides by the dp size before the reduction; otherwise
   // gradient_predivide_factor f divides before and f/dp multiplies after.
@@ -151,7 +233,7 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   ZeroSetup setup{zero_params_.data(),
                   static_cast<int32_t>(zero_params_.size()),
                   flat_params_.view(),
-                  flat_grads_.view(),
+                  manages_grads_ ? dspp_tensor_view{} : flat_grads_.view(),
                   grad_group_->comm(),
                   optimizer_.impl.get(),
                   group_setups_.data(),
@@ -160,6 +242,7 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
                   op == "sum" ? 0 : 1,
                   predivide};
   check_plugin(zero_->init(&setup), "zero stage init");
+  install_hooks();
   if (optimizer_.impl && scheduler_) {
     check_plugin(scheduler_->init(optimizer_.base_lrs.data(),
                                   static_cast<int32_t>(optimizer_.base_lrs.size())),
@@ -185,8 +268,15 @@ void Engine::backward(float loss) {
     throw Error(Errc::kInvalidArgument, "engine.backward: no forward() since the last backward()");
   }
   auto t0 = Clock::now();
+  check_plugin(zero_->begin_backward(), "zero begin_backward");
+  if (!root_params_.empty()) before_backward(root_params_);
   // DeepSpeed scales the loss by 1/GA so accumulated gradients average over the window.
   trainable_->backward_loss(1.0f / static_cast<float>(gradient_accumulation_steps()));
+  if (!root_params_.empty()) {
+    check_plugin(zero_->after_backward(root_params_.data(), size_of(root_params_)),
+                 "zero after_backward");
+  }
+  check_plugin(zero_->end_backward(), "zero end_backward");
   backward_pending_ = false;
   timers_["backward"] += seconds_since(t0);
 }

@@ -19,7 +19,12 @@ class Storage {
         device_(device) {
     ptr_ = allocator_->allocate(bytes, device);
   }
-  ~Storage() { allocator_->deallocate(ptr_, bytes_, device_); }
+  // Memory someone else owns (Tensor::wrap): never freed here.
+  Storage(void* ptr, size_t bytes, dspp_device device)
+      : allocator_(nullptr), bytes_(bytes), device_(device), ptr_(ptr) {}
+  ~Storage() {
+    if (allocator_) allocator_->deallocate(ptr_, bytes_, device_);
+  }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
@@ -144,6 +149,19 @@ Tensor Tensor::empty(std::vector<int64_t> shape, dspp_dtype dtype, dspp_device d
     throw Error(e.code(),
                 std::string(e.what()) + " for " + describe_parts(dtype, t.shape_, device));
   }
+  return t;
+}
+
+Tensor Tensor::wrap(const dspp_tensor_view& v) {
+  std::vector<int64_t> shape(v.shape, v.shape + v.ndim);
+  const dspp_dtype dtype = static_cast<dspp_dtype>(v.dtype);
+  const int64_t n = checked_numel(shape);
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.dtype_ = dtype;
+  t.device_ = v.device;
+  t.storage_ =
+      std::make_shared<Storage>(v.data, static_cast<size_t>(n) * dtype_size(dtype), v.device);
   return t;
 }
 

@@ -383,11 +383,12 @@ int run(const Options& o) {
     const dspp::MemoryBreakdown m = engine.memory_breakdown();
     std::printf(
         "ds-train: model states per rank (ZeRO stage %lld, dp %lld): parameters %lld B, "
-        "gradients %lld B, optimizer states %lld B, master weights %lld B\n",
+        "gradients %lld B, optimizer states %lld B, master weights %lld B, reduction buffers "
+        "%lld B\n",
         static_cast<long long>(config.get_int("zero_optimization.stage")),
         static_cast<long long>(engine.mesh().dp_size), static_cast<long long>(m.param_bytes),
         static_cast<long long>(m.grad_bytes), static_cast<long long>(m.optimizer_state_bytes),
-        static_cast<long long>(m.master_bytes));
+        static_cast<long long>(m.master_bytes), static_cast<long long>(m.buffer_bytes));
   }
   std::printf("ds-train: data %s\n", data.description.c_str());
   if (data.chance_loss) {
@@ -555,6 +556,9 @@ int run(const Options& o) {
 }  // namespace ds_train
 
 int main(int argc, char** argv) {
+  // Progress lines appear as they happen under a launcher or a pipe too (stdout is then a pipe
+  // or file, which the C library would otherwise buffer until exit).
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   ds_train::Options o;
   po::options_description run_opts("Run");
   run_opts.add_options()("help,h", "show this help")(

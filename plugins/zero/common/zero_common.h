@@ -136,4 +136,55 @@ inline int64_t optimizer_state_bytes(Optimizer* opt) {
   return bytes;
 }
 
+// Equal partitions of the (padded) flat buffer: partition k is [b[k], b[k + 1]).
+inline std::vector<int64_t> equal_bounds(int64_t flat_numel, int32_t n) {
+  if (flat_numel % n != 0) {
+    throw StatusError(DSPP_ERR_INTERNAL, "zero: the flat buffer (" + std::to_string(flat_numel) +
+                                             ") does not split into " + std::to_string(n));
+  }
+  std::vector<int64_t> b(n + 1);
+  for (int32_t k = 0; k <= n; ++k) b[k] = flat_numel / n * k;
+  return b;
+}
+
+// For optimizers that need whole parameters: partition k starts at the first parameter that
+// begins after k/n of all parameter elements, so every parameter lies whole in one partition
+// (balanced by elements, so unequal). With fewer parameters than ranks the last ones are empty.
+inline std::vector<int64_t> parameter_bounds(const ZeroSetup& s, int64_t flat_numel, int32_t n) {
+  int64_t total = 0;
+  for (int32_t i = 0; i < s.num_params; ++i) total += s.params[i].numel;
+  std::vector<int64_t> b(n + 1, flat_numel);
+  b[0] = 0;
+  int32_t k = 1;
+  int64_t seen = 0;
+  for (int32_t i = 0; i < s.num_params; ++i) {
+    while (k < n && seen >= total * k / n) b[k++] = s.params[i].offset_in_flat;
+    seen += s.params[i].numel;
+  }
+  return b;
+}
+
+// Every rank's updated partition into every rank's parameters: one in-place all-gather of equal
+// partitions, or (unequal, parameter-aligned ones) a broadcast from each owner.
+inline void gather_partitions(const ZeroSetup& s, const std::vector<int64_t>& b, bool unequal) {
+  Communicator* dp = s.dp;
+  if (dp->size() == 1) return;
+  std::vector<CommWork*> works;
+  dspp_status issued = DSPP_OK;
+  if (!unequal) {
+    const int32_t r = dp->rank();
+    CommWork* w = nullptr;
+    issued = dp->all_gather(slice(s.flat_params, b[r], b[r + 1] - b[r]), s.flat_params, &w);
+    if (issued == DSPP_OK) works.push_back(w);
+  } else {
+    for (int32_t k = 0; k < dp->size() && issued == DSPP_OK; ++k) {
+      if (b[k + 1] == b[k]) continue;
+      CommWork* w = nullptr;
+      issued = dp->broadcast(slice(s.flat_params, b[k], b[k + 1] - b[k]), k, &w);
+      if (issued == DSPP_OK) works.push_back(w);
+    }
+  }
+  wait_all(works, issued);
+}
+
 }  // namespace dspp::zero_common

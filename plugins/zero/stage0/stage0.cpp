@@ -45,10 +45,16 @@ class Stage0 final : public dspp::ZeroStage {
     });
   }
 
-  dspp_status before_forward(int32_t, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status after_forward(int32_t, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status before_backward(int32_t, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status after_backward(int32_t, int32_t) noexcept override { return DSPP_OK; }
+  // Nothing happens during forward or backward: the reduction waits for the boundary.
+  uint32_t capabilities() const noexcept override { return 0; }
+  dspp_status before_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status after_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status begin_backward() noexcept override { return DSPP_OK; }
+  dspp_status before_backward(const int32_t*, int32_t, dspp_tensor_view*) noexcept override {
+    return DSPP_OK;
+  }
+  dspp_status after_backward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status end_backward() noexcept override { return DSPP_OK; }
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
@@ -99,6 +105,7 @@ class Stage0 final : public dspp::ZeroStage {
       out->grad_bytes = flat_numel_ * 4;
       out->master_bytes = 0;
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
+      out->buffer_bytes = 0;
     });
   }
 

@@ -48,13 +48,9 @@ class Stage1 final : public dspp::ZeroStage {
       }
       flat_numel_ = setup_.flat_grads.shape[0];
       const int32_t n = setup_.dp->size();
-      if (flat_numel_ % n != 0) {
-        throw StatusError(DSPP_ERR_INTERNAL, "zero/stage1: the flat buffer (" +
-                                                 std::to_string(flat_numel_) +
-                                                 ") does not split into " + std::to_string(n));
-      }
       whole_ = setup_.optimizer->needs_whole_params() != 0;
-      bounds_ = whole_ ? parameter_bounds(n) : equal_bounds(n);
+      bounds_ =
+          whole_ ? zc::parameter_bounds(setup_, flat_numel_, n) : zc::equal_bounds(flat_numel_, n);
       const int32_t r = setup_.dp->rank();
       begin_ = bounds_[r];
       end_ = bounds_[r + 1];
@@ -66,10 +62,16 @@ class Stage1 final : public dspp::ZeroStage {
     });
   }
 
-  dspp_status before_forward(int32_t, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status after_forward(int32_t, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status before_backward(int32_t, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status after_backward(int32_t, int32_t) noexcept override { return DSPP_OK; }
+  // Nothing happens during forward or backward: the reduction waits for the boundary.
+  uint32_t capabilities() const noexcept override { return 0; }
+  dspp_status before_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status after_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status begin_backward() noexcept override { return DSPP_OK; }
+  dspp_status before_backward(const int32_t*, int32_t, dspp_tensor_view*) noexcept override {
+    return DSPP_OK;
+  }
+  dspp_status after_backward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status end_backward() noexcept override { return DSPP_OK; }
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
@@ -115,7 +117,7 @@ class Stage1 final : public dspp::ZeroStage {
       a.params = zc::slice(setup_.flat_params, begin_, end_ - begin_);
       a.grads = zc::slice(setup_.flat_grads, begin_, end_ - begin_);
       pass_through(setup_.optimizer->step(&a));
-      gather_parameters();
+      zc::gather_partitions(setup_, bounds_, whole_);
     });
   }
 
@@ -131,6 +133,7 @@ class Stage1 final : public dspp::ZeroStage {
       out->grad_bytes = flat_numel_ * 4;
       out->master_bytes = 0;
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
+      out->buffer_bytes = 0;
     });
   }
 
@@ -138,52 +141,6 @@ class Stage1 final : public dspp::ZeroStage {
   template <class Fn>
   dspp_status guard(Fn&& fn) const noexcept {
     return dspp::plugin::guard(host_, std::forward<Fn>(fn));
-  }
-
-  std::vector<int64_t> equal_bounds(int32_t n) const {
-    std::vector<int64_t> b(n + 1);
-    for (int32_t k = 0; k <= n; ++k) b[k] = flat_numel_ / n * k;
-    return b;
-  }
-
-  // Cuts at parameter starts: partition k starts at the first parameter that begins after k/n
-  // of all parameter elements, so every parameter lies whole in one partition. With fewer
-  // parameters than ranks the last partitions are empty.
-  std::vector<int64_t> parameter_bounds(int32_t n) const {
-    int64_t total = 0;
-    for (int32_t i = 0; i < setup_.num_params; ++i) total += setup_.params[i].numel;
-    std::vector<int64_t> b(n + 1, flat_numel_);
-    b[0] = 0;
-    int32_t k = 1;
-    int64_t seen = 0;
-    for (int32_t i = 0; i < setup_.num_params; ++i) {
-      while (k < n && seen >= total * k / n) b[k++] = setup_.params[i].offset_in_flat;
-      seen += setup_.params[i].numel;
-    }
-    return b;
-  }
-
-  // Every rank's updated partition into every rank's parameters.
-  void gather_parameters() {
-    dspp::Communicator* dp = setup_.dp;
-    if (dp->size() == 1) return;
-    std::vector<dspp::CommWork*> works;
-    dspp_status issued = DSPP_OK;
-    if (!whole_) {
-      dspp::CommWork* w = nullptr;
-      issued = dp->all_gather(zc::slice(setup_.flat_params, begin_, end_ - begin_),
-                              setup_.flat_params, &w);
-      if (issued == DSPP_OK) works.push_back(w);
-    } else {
-      for (int32_t k = 0; k < dp->size() && issued == DSPP_OK; ++k) {
-        if (bounds_[k + 1] == bounds_[k]) continue;
-        dspp::CommWork* w = nullptr;
-        issued = dp->broadcast(
-            zc::slice(setup_.flat_params, bounds_[k], bounds_[k + 1] - bounds_[k]), k, &w);
-        if (issued == DSPP_OK) works.push_back(w);
-      }
-    }
-    zc::wait_all(works, issued);
   }
 
   const dspp_host_api* host_;

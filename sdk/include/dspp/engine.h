@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace dspp {
@@ -123,6 +124,9 @@ class Engine {
 
  protected:
   void setup_parameters(const std::vector<ParamGroup>& groups);
+  void map_module_parameters();
+  void install_hooks();
+  void before_backward(const std::vector<int32_t>& params);
 
   Config config_;
   std::shared_ptr<Module> model_;
@@ -136,6 +140,10 @@ class Engine {
   std::vector<Parameter*> params_;
   Tensor flat_params_, flat_grads_;
   std::vector<ZeroParam> zero_params_;
+  bool manages_grads_ = false;  // the ZeRO stage hands out gradient memory (stage 2)
+  std::unordered_map<const Module*, std::vector<int32_t>> module_params_;
+  std::vector<int32_t> root_params_;  // read by the root model itself, no module below it
+  int hooks_id_ = 0;
   std::vector<ParamGroupSetup> group_setups_;
   std::vector<std::string> group_options_;  // owns the JSON the setups point to
 

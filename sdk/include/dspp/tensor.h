@@ -43,6 +43,9 @@ class Tensor {
                       dspp_device device = cpu_device());
   static Tensor zeros(std::vector<int64_t> shape, dspp_dtype dtype = DSPP_F32,
                       dspp_device device = cpu_device());
+  // A tensor over memory someone else owns (a plugin's buffer, a view that crossed the ABI). It
+  // never frees it: the owner must keep it alive while the tensor is used.
+  static Tensor wrap(const dspp_tensor_view& view);
 
   bool defined() const { return storage_ != nullptr; }
   dspp_dtype dtype() const { return dtype_; }

@@ -72,6 +72,15 @@ class Communicator {
   virtual dspp_status recv(dspp_tensor_view buf, int32_t peer, int32_t tag,
                            CommWork** work) noexcept = 0;
   virtual dspp_status barrier() noexcept = 0;
+  // In place: `root` (index in the group) receives the reduction; the other ranks' buffers are
+  // left unspecified. Optional: a plugin without it answers DSPP_ERR_NOT_SUPPORTED (setting no
+  // message), and callers then fall back to all_reduce.
+  virtual dspp_status reduce(dspp_tensor_view buf, int32_t root, int32_t op,
+                             CommWork** work) noexcept {
+    (void)buf, (void)root, (void)op;
+    *work = nullptr;
+    return DSPP_ERR_NOT_SUPPORTED;
+  }
 
  protected:
   ~Communicator() = default;

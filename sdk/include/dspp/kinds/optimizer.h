@@ -14,6 +14,9 @@ namespace dspp {
 
 #define DSPP_PARAM_USE_MUON 0x1u  // set by the Muon flagger
 #define DSPP_PARAM_NO_DECAY 0x2u  // the optimizer applies no weight decay to this segment
+// Read by more than one module (tied weights) or by the root model itself: its gradient is
+// complete only when the whole backward has run (set by the engine for the ZeRO stage).
+#define DSPP_PARAM_SHARED 0x4u
 
 struct ParamSegment {
   const char* name;  // the parameter's full name, e.g. "h.0.attn.c_attn.weight"

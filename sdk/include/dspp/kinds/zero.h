@@ -20,7 +20,7 @@ struct ZeroParam {
   int64_t numel;
   int64_t offset_in_flat;
   dspp_tensor_view value;  // the module's working copy (fp32/bf16/fp16), whole or empty (stage 3)
-  dspp_tensor_view grad;   // where backward writes this parameter's gradient
+  dspp_tensor_view grad;   // where backward writes its gradient (empty: the stage manages grads)
   uint32_t flags;          // DSPP_PARAM_*
   int32_t group;           // index into groups; -1: not trained (in no parameter group)
 };
@@ -32,7 +32,8 @@ constexpr int64_t kPartitionAlign = 16;
 struct ZeroSetup {
   const ZeroParam* params;
   int32_t num_params;
-  // The engine's flat fp32 buffers every parameter value / gradient is a view of.
+  // The engine's flat fp32 buffers every parameter value / gradient is a view of (flat_grads is
+  // empty for a stage with DSPP_ZERO_MANAGES_GRADS).
   dspp_tensor_view flat_params;
   dspp_tensor_view flat_grads;
   Communicator* dp;      // the group gradients are reduced over (data parallel x sequence parallel)
@@ -53,17 +54,34 @@ struct MemoryBreakdown {
   int64_t grad_bytes;
   int64_t optimizer_state_bytes;
   int64_t master_bytes;
+  int64_t buffer_bytes;  // reduction and gather buffers (bounded by the bucket sizes)
 };
 
+// The stage owns gradient memory: ZeroSetup::flat_grads is empty, and the engine points each
+// parameter's gradient where before_backward says, module by module.
+#define DSPP_ZERO_MANAGES_GRADS 0x1u
+
+// The engine calls the stage at fixed points. `params` lists indices into ZeroSetup::params: the
+// parameters one module reads (its own and tied ones).
 class ZeroStage {
  public:
   virtual dspp_status init(const ZeroSetup* setup) noexcept = 0;
-  // Hooks around a module's forward/backward (index into ZeroSetup::params of its first param and
-  // how many it has): stage 3 gathers before and releases after; stage 2 starts reducing.
-  virtual dspp_status before_forward(int32_t first, int32_t count) noexcept = 0;
-  virtual dspp_status after_forward(int32_t first, int32_t count) noexcept = 0;
-  virtual dspp_status before_backward(int32_t first, int32_t count) noexcept = 0;
-  virtual dspp_status after_backward(int32_t first, int32_t count) noexcept = 0;
+  virtual uint32_t capabilities() const noexcept = 0;  // DSPP_ZERO_*
+  // Around a module's forward: stage 3 gathers its parameters before and releases them after.
+  virtual dspp_status before_forward(const int32_t* params, int32_t n) noexcept = 0;
+  virtual dspp_status after_forward(const int32_t* params, int32_t n) noexcept = 0;
+  // Once per micro-step, before the model's backward.
+  virtual dspp_status begin_backward() noexcept = 0;
+  // Before a module's backward. A stage with DSPP_ZERO_MANAGES_GRADS sets grads[i] to where
+  // params[i]'s gradient accumulates (zeroed at its first use in this backward); others leave
+  // grads as they are.
+  virtual dspp_status before_backward(const int32_t* params, int32_t n,
+                                      dspp_tensor_view* grads) noexcept = 0;
+  // After a module's backward: these gradients are complete (DSPP_PARAM_SHARED ones excepted), so
+  // stage 2 may start reducing them while the rest of backward runs.
+  virtual dspp_status after_backward(const int32_t* params, int32_t n) noexcept = 0;
+  // Once per micro-step, after the model's backward: every gradient of the micro-batch is written.
+  virtual dspp_status end_backward() noexcept = 0;
   // At the accumulation boundary: finish the reductions; report the squared L2 norm of the whole
   // reduced gradient (over every trained parameter and every rank: the same value on all ranks)
   // and whether any gradient element is non-finite anywhere (the same on all ranks).
