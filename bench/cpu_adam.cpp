@@ -275,7 +275,7 @@ struct Bench {
     ks.push_back({"1 division, sse2", bytes, [=, this] {
                     const dspp::optim::AdamConsts k = dspp::optim::adam_consts(
                         1e-3, 0.9, 0.999, 1e-8, 0.01, ++inline_step, true, true);
-                    const float inv = 1.0f / k.sqrt_bc2;
+                    const float inv = k.inv_sqrt_bc2;
                     split_static(count, [&](int64_t lo, int64_t hi) {
                       adam_one_division(p + lo, g + lo, pm + lo, pv + lo, hi - lo, k, inv);
                     });
@@ -284,7 +284,7 @@ struct Bench {
       ks.push_back({"1 division, avx2", bytes, [=, this] {
                       const dspp::optim::AdamConsts k = dspp::optim::adam_consts(
                           1e-3, 0.9, 0.999, 1e-8, 0.01, ++inline_step, true, true);
-                      const float inv = 1.0f / k.sqrt_bc2;
+                      const float inv = k.inv_sqrt_bc2;
                       split_static(count, [&](int64_t lo, int64_t hi) {
                         adam_one_division_avx2(p + lo, g + lo, pm + lo, pv + lo, hi - lo, k, inv);
                       });
