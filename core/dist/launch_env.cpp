@@ -27,6 +27,33 @@ int parse_int(const char* name, const char* text) {
 
 }  // namespace
 
+std::string first_slurm_host(const std::string& nodelist) {
+  // "node[01-04,07],gpu5" -> "node01": the first entry (commas inside brackets do not split),
+  // each bracket replaced by its first number (as written, leading zeros kept).
+  std::string out;
+  int depth = 0;
+  for (size_t i = 0; i < nodelist.size(); ++i) {
+    const char c = nodelist[i];
+    if (c == ',' && depth == 0) break;
+    if (c == '[') {
+      const size_t close = nodelist.find(']', i);
+      if (close == std::string::npos) {
+        throw Error(Errc::kInvalidArgument,
+                    "SLURM_JOB_NODELIST='" + nodelist + "': '[' without ']'");
+      }
+      const std::string inside = nodelist.substr(i + 1, close - i - 1);
+      out += inside.substr(0, inside.find_first_of(",-"));
+      i = close;
+      continue;
+    }
+    out += c;
+  }
+  if (out.empty()) {
+    throw Error(Errc::kInvalidArgument, "SLURM_JOB_NODELIST='" + nodelist + "' names no host");
+  }
+  return out;
+}
+
 LaunchEnv read_launch_env(int default_port) {
   LaunchEnv e;
   e.master_port = default_port;
@@ -59,7 +86,15 @@ LaunchEnv read_launch_env(int default_port) {
                                             std::to_string(e.world_size));
   }
   e.local_rank = env(local_var) ? parse_int(local_var, env(local_var)) : 0;
-  if (const char* a = env("MASTER_ADDR")) e.master_addr = a;
+  if (const char* a = env("MASTER_ADDR")) {
+    e.master_addr = a;
+  } else if (e.source.rfind("Slurm", 0) == 0) {
+    // Under srun rank 0 runs on the job's first node.
+    if (const char* list =
+            env("SLURM_JOB_NODELIST") ? env("SLURM_JOB_NODELIST") : env("SLURM_NODELIST")) {
+      e.master_addr = first_slurm_host(list);
+    }
+  }
   if (const char* p = env("MASTER_PORT")) e.master_port = parse_int("MASTER_PORT", p);
   return e;
 }

@@ -15,7 +15,11 @@ struct LaunchEnv {
   std::string source = "single process";  // which variables the values came from
 };
 
-// Reads RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT, else OMPI_COMM_WORLD_*, else SLURM_*.
+// The first host of a Slurm node list ("node[01-04,07],gpu5" -> "node01").
+std::string first_slurm_host(const std::string& nodelist);
+
+// Reads RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT, else OMPI_COMM_WORLD_*, else SLURM_*
+// (then MASTER_ADDR, when unset, is the first host of SLURM_JOB_NODELIST).
 // `default_port` is initialize()'s distributed_port. Throws Error(kInvalidArgument) naming the
 // variable when one is malformed or inconsistent (rank outside the world).
 LaunchEnv read_launch_env(int default_port);
