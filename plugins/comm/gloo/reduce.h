@@ -9,6 +9,8 @@
 #include <dspp/abi.h>
 #include <dspp/kinds/comm.h>
 
+#include "../../common/comm_types.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -16,55 +18,9 @@
 
 namespace dspp_gloo {
 
-struct DtypeInfo {
-  const char* name;
-  size_t size;
-  bool is_float;
-};
-
-// False for a dtype the plugin does not move.
-inline bool dtype_info(int32_t dtype, DtypeInfo* out) {
-  switch (dtype) {
-    case DSPP_F32:
-      *out = {"f32", 4, true};
-      return true;
-    case DSPP_F64:
-      *out = {"f64", 8, true};
-      return true;
-    case DSPP_F16:
-      *out = {"f16", 2, true};
-      return true;
-    case DSPP_BF16:
-      *out = {"bf16", 2, true};
-      return true;
-    case DSPP_I32:
-      *out = {"i32", 4, false};
-      return true;
-    case DSPP_I64:
-      *out = {"i64", 8, false};
-      return true;
-    case DSPP_U8:
-      *out = {"u8", 1, false};
-      return true;
-    default:
-      return false;
-  }
-}
-
-inline const char* op_name(int32_t op) {
-  switch (op) {
-    case dspp::kReduceSum:
-      return "sum";
-    case dspp::kReduceAvg:
-      return "avg";
-    case dspp::kReduceMax:
-      return "max";
-    case dspp::kReduceMin:
-      return "min";
-    default:
-      return "?";
-  }
-}
+using dspp::comm_types::dtype_info;
+using dspp::comm_types::DtypeInfo;
+using dspp::comm_types::op_name;
 
 inline uint32_t float_bits(float f) {
   uint32_t u;

@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "../../common/comm_types.h"
 #include "../../common/cuda_check.h"
 
 namespace {
@@ -92,47 +93,36 @@ struct Dtype {
 };
 
 bool dtype_of(int32_t dt, Dtype* out) {
+  dspp::comm_types::DtypeInfo info{};
+  if (!dspp::comm_types::dtype_info(dt, &info)) return false;
+  ncclDataType_t t = ncclFloat32;
   switch (dt) {
-    case DSPP_F32:
-      *out = {ncclFloat32, 4, "f32", true};
-      return true;
     case DSPP_F64:
-      *out = {ncclFloat64, 8, "f64", true};
-      return true;
+      t = ncclFloat64;
+      break;
     case DSPP_F16:
-      *out = {ncclFloat16, 2, "f16", true};
-      return true;
+      t = ncclFloat16;
+      break;
     case DSPP_BF16:
-      *out = {ncclBfloat16, 2, "bf16", true};
-      return true;
+      t = ncclBfloat16;
+      break;
     case DSPP_I32:
-      *out = {ncclInt32, 4, "i32", false};
-      return true;
+      t = ncclInt32;
+      break;
     case DSPP_I64:
-      *out = {ncclInt64, 8, "i64", false};
-      return true;
+      t = ncclInt64;
+      break;
     case DSPP_U8:
-      *out = {ncclUint8, 1, "u8", false};
-      return true;
+      t = ncclUint8;
+      break;
     default:
-      return false;
+      break;
   }
+  *out = {t, info.size, info.name, info.is_float};
+  return true;
 }
 
-const char* op_name(int32_t op) {
-  switch (op) {
-    case dspp::kReduceSum:
-      return "sum";
-    case dspp::kReduceAvg:
-      return "avg";
-    case dspp::kReduceMax:
-      return "max";
-    case dspp::kReduceMin:
-      return "min";
-    default:
-      return "?";
-  }
-}
+using dspp::comm_types::op_name;
 
 // A checked buffer.
 struct View {

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace dspp::zero_common {
@@ -186,5 +187,73 @@ inline void gather_partitions(const ZeroSetup& s, const std::vector<int64_t>& b,
   }
   wait_all(works, issued);
 }
+
+// The partition a rank's optimizer steps (stages 1-3): equal partitions of the flat buffer, or
+// parameter-aligned ones for an optimizer that needs whole parameters.
+struct Partition {
+  bool whole = false;
+  std::vector<int64_t> bounds;         // partition k is [bounds[k], bounds[k + 1])
+  int64_t begin = 0, end = 0;          // this rank's
+  std::vector<ParamSegment> segments;  // offsets relative to begin
+  int64_t size() const { return end - begin; }
+};
+
+// Cuts the flat buffer for this rank and sets the optimizer up over its partition only (so its
+// states are that partition's size).
+inline Partition partition_optimizer(const ZeroSetup& s, int64_t flat_numel, const char* stage) {
+  if (!s.optimizer) {
+    throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                      std::string(stage) +
+                          " partitions the optimizer's states: the config needs an \"optimizer\" "
+                          "section (or pass one to initialize())");
+  }
+  Partition p;
+  const int32_t n = s.dp->size();
+  p.whole = s.optimizer->needs_whole_params() != 0;
+  p.bounds = p.whole ? parameter_bounds(s, flat_numel, n) : equal_bounds(flat_numel, n);
+  p.begin = p.bounds[s.dp->rank()];
+  p.end = p.bounds[s.dp->rank() + 1];
+  p.segments = segments_in(s, p.begin, p.end);
+  OptimizerSetup os{p.segments.data(), static_cast<int32_t>(p.segments.size()),
+                    s.groups,          s.num_groups,
+                    p.size(),          s.device};
+  pass_through(s.optimizer->init(&os));
+  return p;
+}
+
+// zero_optimization.reduce_bucket_size, checked.
+inline int64_t reduce_bucket_size(const plugin::ConfigReader& cfg) {
+  const int64_t b = cfg.get_int("reduce_bucket_size", 500000000);
+  if (b < 1) {
+    throw StatusError(
+        DSPP_ERR_INVALID_ARGUMENT,
+        "zero_optimization.reduce_bucket_size must be at least 1, got " + std::to_string(b));
+  }
+  return b;
+}
+
+// What every stage shares: the host, guard() for the noexcept boundary, and hooks that do nothing
+// (a stage overrides the ones it uses).
+class StageBase : public ZeroStage {
+ public:
+  explicit StageBase(const dspp_host_api* host) : host_(host) {}
+  uint32_t capabilities() const noexcept override { return 0; }
+  dspp_status before_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status after_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status begin_backward() noexcept override { return DSPP_OK; }
+  dspp_status before_backward(const int32_t*, int32_t, dspp_tensor_view*) noexcept override {
+    return DSPP_OK;
+  }
+  dspp_status after_backward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status end_backward() noexcept override { return DSPP_OK; }
+
+ protected:
+  ~StageBase() = default;
+  template <class Fn>
+  dspp_status guard(Fn&& fn) const noexcept {
+    return plugin::guard(host_, std::forward<Fn>(fn));
+  }
+  const dspp_host_api* host_;
+};
 
 }  // namespace dspp::zero_common

@@ -17,16 +17,10 @@ using dspp::plugin::pass_through;
 using dspp::plugin::StatusError;
 namespace zc = dspp::zero_common;
 
-class Stage0 final : public dspp::ZeroStage {
+class Stage0 final : public zc::StageBase {
  public:
   Stage0(const dspp_host_api* host, ConfigReader cfg)
-      : host_(host), bucket_(cfg.get_int("reduce_bucket_size", 500000000)) {
-    if (bucket_ < 1) {
-      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
-                        "zero_optimization.reduce_bucket_size must be at least 1, got " +
-                            std::to_string(bucket_));
-    }
-  }
+      : StageBase(host), bucket_(zc::reduce_bucket_size(cfg)) {}
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
@@ -44,17 +38,6 @@ class Stage0 final : public dspp::ZeroStage {
       }
     });
   }
-
-  // Nothing happens during forward or backward: the reduction waits for the boundary.
-  uint32_t capabilities() const noexcept override { return 0; }
-  dspp_status before_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status after_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status begin_backward() noexcept override { return DSPP_OK; }
-  dspp_status before_backward(const int32_t*, int32_t, dspp_tensor_view*) noexcept override {
-    return DSPP_OK;
-  }
-  dspp_status after_backward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status end_backward() noexcept override { return DSPP_OK; }
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
@@ -110,12 +93,6 @@ class Stage0 final : public dspp::ZeroStage {
   }
 
  private:
-  template <class Fn>
-  dspp_status guard(Fn&& fn) const noexcept {
-    return dspp::plugin::guard(host_, std::forward<Fn>(fn));
-  }
-
-  const dspp_host_api* host_;
   int64_t bucket_;
   dspp::ZeroSetup setup_{};
   std::vector<dspp::ParamSegment> segments_;

@@ -24,16 +24,10 @@ using dspp::plugin::pass_through;
 using dspp::plugin::StatusError;
 namespace zc = dspp::zero_common;
 
-class Stage1 final : public dspp::ZeroStage {
+class Stage1 final : public zc::StageBase {
  public:
   Stage1(const dspp_host_api* host, ConfigReader cfg)
-      : host_(host), bucket_(cfg.get_int("reduce_bucket_size", 500000000)) {
-    if (bucket_ < 1) {
-      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
-                        "zero_optimization.reduce_bucket_size must be at least 1, got " +
-                            std::to_string(bucket_));
-    }
-  }
+      : StageBase(host), bucket_(zc::reduce_bucket_size(cfg)) {}
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
@@ -41,37 +35,10 @@ class Stage1 final : public dspp::ZeroStage {
       if (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_grads.dtype != DSPP_F32) {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT, "zero/stage1: flat buffers must be fp32");
       }
-      if (!setup_.optimizer) {
-        throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
-                          "zero/stage1 partitions the optimizer's states: the config needs an "
-                          "\"optimizer\" section (or pass one to initialize())");
-      }
       flat_numel_ = setup_.flat_grads.shape[0];
-      const int32_t n = setup_.dp->size();
-      whole_ = setup_.optimizer->needs_whole_params() != 0;
-      bounds_ =
-          whole_ ? zc::parameter_bounds(setup_, flat_numel_, n) : zc::equal_bounds(flat_numel_, n);
-      const int32_t r = setup_.dp->rank();
-      begin_ = bounds_[r];
-      end_ = bounds_[r + 1];
-      segments_ = zc::segments_in(setup_, begin_, end_);
-      dspp::OptimizerSetup os{segments_.data(), static_cast<int32_t>(segments_.size()),
-                              setup_.groups,    setup_.num_groups,
-                              end_ - begin_,    setup_.device};
-      pass_through(setup_.optimizer->init(&os));
+      part_ = zc::partition_optimizer(setup_, flat_numel_, "zero/stage1");
     });
   }
-
-  // Nothing happens during forward or backward: the reduction waits for the boundary.
-  uint32_t capabilities() const noexcept override { return 0; }
-  dspp_status before_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status after_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status begin_backward() noexcept override { return DSPP_OK; }
-  dspp_status before_backward(const int32_t*, int32_t, dspp_tensor_view*) noexcept override {
-    return DSPP_OK;
-  }
-  dspp_status after_backward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status end_backward() noexcept override { return DSPP_OK; }
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
@@ -82,11 +49,11 @@ class Stage1 final : public dspp::ZeroStage {
         if (r.before != 1.0f) zc::scale(g, flat_numel_, r.before);
         std::vector<dspp::CommWork*> works;
         dspp_status issued = DSPP_OK;
-        if (!whole_) {
+        if (!part_.whole) {
           // In place: rank r's reduced slice lands where its partition already is.
           dspp::CommWork* w = nullptr;
           issued = dp->reduce_scatter(
-              setup_.flat_grads, zc::slice(setup_.flat_grads, begin_, end_ - begin_), r.op, &w);
+              setup_.flat_grads, zc::slice(setup_.flat_grads, part_.begin, part_.size()), r.op, &w);
           if (issued == DSPP_OK) works.push_back(w);
         } else {
           for (int64_t off = 0; off < flat_numel_ && issued == DSPP_OK; off += bucket_) {
@@ -97,11 +64,11 @@ class Stage1 final : public dspp::ZeroStage {
           }
         }
         zc::wait_all(works, issued);
-        if (r.after != 1.0f) zc::scale(g + begin_, end_ - begin_, r.after);
+        if (r.after != 1.0f) zc::scale(g + part_.begin, part_.size(), r.after);
       }
       // Each rank holds its partition's reduced gradient: sum the partitions' squares.
       bool bad = false;
-      double v[2] = {zc::sq_norm(g + begin_, segments_, &bad), 0.0};
+      double v[2] = {zc::sq_norm(g + part_.begin, part_.segments, &bad), 0.0};
       v[1] = bad ? 1.0 : 0.0;
       zc::all_reduce_sum(dp, v, 2);
       *sq_norm = v[0];
@@ -112,12 +79,12 @@ class Stage1 final : public dspp::ZeroStage {
   dspp_status step(const dspp::StepArgs* args, double grad_scale) noexcept override {
     return guard([&] {
       float* g = zc::floats(setup_.flat_grads);
-      zc::scale_segments(g + begin_, segments_, static_cast<float>(grad_scale));
+      zc::scale_segments(g + part_.begin, part_.segments, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
-      a.params = zc::slice(setup_.flat_params, begin_, end_ - begin_);
-      a.grads = zc::slice(setup_.flat_grads, begin_, end_ - begin_);
+      a.params = zc::slice(setup_.flat_params, part_.begin, part_.size());
+      a.grads = zc::slice(setup_.flat_grads, part_.begin, part_.size());
       pass_through(setup_.optimizer->step(&a));
-      zc::gather_partitions(setup_, bounds_, whole_);
+      zc::gather_partitions(setup_, part_.bounds, part_.whole);
     });
   }
 
@@ -138,18 +105,9 @@ class Stage1 final : public dspp::ZeroStage {
   }
 
  private:
-  template <class Fn>
-  dspp_status guard(Fn&& fn) const noexcept {
-    return dspp::plugin::guard(host_, std::forward<Fn>(fn));
-  }
-
-  const dspp_host_api* host_;
   int64_t bucket_;
   dspp::ZeroSetup setup_{};
-  bool whole_ = false;                        // partitions cut at parameter boundaries
-  std::vector<int64_t> bounds_;               // partition k is [bounds_[k], bounds_[k + 1])
-  int64_t begin_ = 0, end_ = 0;               // this rank's partition
-  std::vector<dspp::ParamSegment> segments_;  // offsets relative to begin_
+  zc::Partition part_;
   int64_t flat_numel_ = 0;
 };
 

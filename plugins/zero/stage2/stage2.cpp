@@ -72,16 +72,10 @@ struct Bucket {
   bool in_flight = false;
 };
 
-class Stage2 final : public dspp::ZeroStage {
+class Stage2 final : public zc::StageBase {
  public:
   Stage2(const dspp_host_api* host, ConfigReader cfg)
-      : host_(host), bucket_size_(cfg.get_int("reduce_bucket_size", 500000000)) {
-    if (bucket_size_ < 1) {
-      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
-                        "zero_optimization.reduce_bucket_size must be at least 1, got " +
-                            std::to_string(bucket_size_));
-    }
-  }
+      : StageBase(host), bucket_size_(zc::reduce_bucket_size(cfg)) {}
   ~Stage2() {
     // Buffers must outlive reductions still in flight after a failure.
     for (Bucket& b : buckets_) {
@@ -92,21 +86,9 @@ class Stage2 final : public dspp::ZeroStage {
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
       setup_ = *s;
-      if (!setup_.optimizer) {
-        throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
-                          "zero/stage2 partitions the optimizer's states: the config needs an "
-                          "\"optimizer\" section (or pass one to initialize())");
-      }
       flat_numel_ = setup_.flat_params.shape[0];
-      const int32_t n = setup_.dp->size();
-      whole_ = setup_.optimizer->needs_whole_params() != 0;
-      bounds_ =
-          whole_ ? zc::parameter_bounds(setup_, flat_numel_, n) : zc::equal_bounds(flat_numel_, n);
-      const int32_t r = setup_.dp->rank();
-      begin_ = bounds_[r];
-      end_ = bounds_[r + 1];
-      segments_ = zc::segments_in(setup_, begin_, end_);
-      acc_.reset(host_, end_ - begin_);
+      part_ = zc::partition_optimizer(setup_, flat_numel_, "zero/stage2");
+      acc_.reset(host_, part_.size());
       // Tied parameters get slots of their own, reduced at the end of backward.
       slot_of_.assign(setup_.num_params, -1);
       int64_t shared = 0;
@@ -122,16 +104,10 @@ class Stage2 final : public dspp::ZeroStage {
         b.mem.reset(host_, cap);
         b.top = cap;
       }
-      dspp::OptimizerSetup os{segments_.data(), static_cast<int32_t>(segments_.size()),
-                              setup_.groups,    setup_.num_groups,
-                              end_ - begin_,    setup_.device};
-      pass_through(setup_.optimizer->init(&os));
     });
   }
 
   uint32_t capabilities() const noexcept override { return DSPP_ZERO_MANAGES_GRADS; }
-  dspp_status before_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
-  dspp_status after_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
 
   dspp_status begin_backward() noexcept override {
     if (shared_.size() > 0) {
@@ -175,8 +151,6 @@ class Stage2 final : public dspp::ZeroStage {
     });
   }
 
-  dspp_status after_backward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
-
   dspp_status end_backward() noexcept override {
     return guard([&] {
       launch(buckets_[cur_]);
@@ -195,7 +169,7 @@ class Stage2 final : public dspp::ZeroStage {
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
       bool bad = false;
-      double v[2] = {zc::sq_norm(acc_.data(), segments_, &bad), 0.0};
+      double v[2] = {zc::sq_norm(acc_.data(), part_.segments, &bad), 0.0};
       v[1] = bad ? 1.0 : 0.0;
       zc::all_reduce_sum(setup_.dp, v, 2);
       *sq_norm = v[0];
@@ -205,12 +179,12 @@ class Stage2 final : public dspp::ZeroStage {
 
   dspp_status step(const dspp::StepArgs* args, double grad_scale) noexcept override {
     return guard([&] {
-      zc::scale_segments(acc_.data(), segments_, static_cast<float>(grad_scale));
+      zc::scale_segments(acc_.data(), part_.segments, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
-      a.params = zc::slice(setup_.flat_params, begin_, end_ - begin_);
-      a.grads = view_of(acc_.data(), end_ - begin_);
+      a.params = zc::slice(setup_.flat_params, part_.begin, part_.size());
+      a.grads = view_of(acc_.data(), part_.size());
       pass_through(setup_.optimizer->step(&a));
-      zc::gather_partitions(setup_, bounds_, whole_);
+      zc::gather_partitions(setup_, part_.bounds, part_.whole);
     });
   }
 
@@ -230,11 +204,6 @@ class Stage2 final : public dspp::ZeroStage {
   }
 
  private:
-  template <class Fn>
-  dspp_status guard(Fn&& fn) const noexcept {
-    return dspp::plugin::guard(host_, std::forward<Fn>(fn));
-  }
-
   static dspp_tensor_view view_of(float* data, int64_t numel) {
     dspp_tensor_view v{};
     v.data = data;
@@ -274,8 +243,8 @@ class Stage2 final : public dspp::ZeroStage {
       if (red.before != 1.0f) zc::scale(r.data, r.numel, red.before);
       if (dp->size() == 1) continue;
       for (int32_t k = 0; k < dp->size() && issued == DSPP_OK; ++k) {
-        const int64_t lo = std::max(r.flat, bounds_[k]);
-        const int64_t hi = std::min(r.flat + r.numel, bounds_[k + 1]);
+        const int64_t lo = std::max(r.flat, part_.bounds[k]);
+        const int64_t hi = std::min(r.flat + r.numel, part_.bounds[k + 1]);
         if (lo >= hi) continue;
         dspp::CommWork* w = nullptr;
         dspp_tensor_view v = view_of(r.data + (lo - r.flat), hi - lo);
@@ -301,10 +270,10 @@ class Stage2 final : public dspp::ZeroStage {
     const zc::Reduction red = zc::reduction_of(setup_);
     float* acc = acc_.data();
     for (const Run& r : b.runs) {
-      const int64_t lo = std::max(r.flat, begin_);
-      const int64_t hi = std::min(r.flat + r.numel, end_);
+      const int64_t lo = std::max(r.flat, part_.begin);
+      const int64_t hi = std::min(r.flat + r.numel, part_.end);
       const float* src = r.data + (lo - r.flat);
-      float* dst = acc + (lo - begin_);
+      float* dst = acc + (lo - part_.begin);
       const float c = red.after;
 #pragma omp simd
       for (int64_t i = 0; i < hi - lo; ++i) dst[i] += c * src[i];
@@ -314,13 +283,9 @@ class Stage2 final : public dspp::ZeroStage {
     b.in_flight = false;
   }
 
-  const dspp_host_api* host_;
   int64_t bucket_size_;
   dspp::ZeroSetup setup_{};
-  bool whole_ = false;
-  std::vector<int64_t> bounds_;
-  int64_t begin_ = 0, end_ = 0;
-  std::vector<dspp::ParamSegment> segments_;  // offsets relative to begin_
+  zc::Partition part_;
   int64_t flat_numel_ = 0;
   HostBuffer acc_;                // this partition's reduced gradient, accumulated
   HostBuffer shared_;             // tied parameters' gradients for the current backward
