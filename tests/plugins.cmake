@@ -10,7 +10,16 @@ dspp_add_plugin(dspp_tp_wrong_abi KIND scheduler NAME wrongabi
   SOURCES test_plugins/wrong_abi.cpp OUTPUT_DIR "${DSPP_TP_DIR}/bad")
 dspp_add_plugin(dspp_tp_no_entry KIND scheduler NAME noentry
   SOURCES test_plugins/no_entry.cpp OUTPUT_DIR "${DSPP_TP_DIR}/bad")
-set(DSPP_TP_TARGETS dspp_tp_good dspp_tp_throwing dspp_tp_wrong_abi dspp_tp_no_entry)
+# A plugin that needs another library, in dep/lib/ (the plugin finds it through $ORIGIN/lib).
+add_library(dspp_tp_dep SHARED test_plugins/dep.cpp)
+set_target_properties(dspp_tp_dep PROPERTIES LIBRARY_OUTPUT_DIRECTORY "${DSPP_TP_DIR}/dep/lib"
+                                             OUTPUT_NAME dspp_tp_dep)
+dspp_add_plugin(dspp_tp_needs_dep KIND scheduler NAME needsdep
+  SOURCES test_plugins/needs_dep.cpp LIBS dspp_tp_dep OUTPUT_DIR "${DSPP_TP_DIR}/dep")
+# Exactly $ORIGIN/lib, not the build tree path CMake would add: a copy must not find the original.
+set_target_properties(dspp_tp_needs_dep PROPERTIES INSTALL_RPATH "$ORIGIN/lib" BUILD_WITH_INSTALL_RPATH ON)
+set(DSPP_TP_TARGETS dspp_tp_good dspp_tp_throwing dspp_tp_wrong_abi dspp_tp_no_entry dspp_tp_dep
+    dspp_tp_needs_dep)
 # bad_descriptor.cpp breaks its descriptor in the way TEST_CASE_ID names (1..4, this order).
 set(id 0)
 foreach(case desc_major desc_minor unknown_kind no_destroy)

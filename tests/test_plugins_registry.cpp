@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "catch.h"
+#include "log/log.h"
 #include "plugins/options.h"
 #include "plugins/search_path.h"
 
@@ -349,6 +350,44 @@ TEST_CASE("scan loads every .so of a folder and reports all refused ones togethe
   REQUIRE(reg.find("scheduler", "testconst") != nullptr);
   CHECK(reg.find("scheduler", "testconst")->file == canon(good));
   CHECK(reg.find("optimizer", "testbroken") == nullptr);
+}
+
+TEST_CASE("scan skips a library whose dependency is missing, and names it when asked for",
+          "[plugins]") {
+  // As comm/nccl on a machine without libnccl.so.2: the other plugins must still work.
+  TempDir tmp;
+  tmp.copy(DSPP_TP_GOOD);
+  // Copied without its lib/libdspp_tp_dep.so (the test below loads it where the dependency is).
+  // Separate test processes: a library once loaded may stay loaded in this process.
+  const std::string plugin = tmp.copy(DSPP_TP_NEEDS_DEP);
+  PluginRegistry reg;
+  std::vector<std::string> warnings;
+  dspp::log::set_sink([&](dspp::log::Level l, std::string_view line) {
+    if (l == dspp::log::Level::kWarning) warnings.emplace_back(line);
+  });
+  reg.scan({tmp.path.string()});  // no throw: the good library is all this run needs
+  dspp::log::set_sink({});
+  CHECK(reg.find("scheduler", "testconst") != nullptr);
+  CHECK(reg.find("scheduler", "needsdep") == nullptr);
+  REQUIRE(warnings.size() == 1);
+  CHECK(contains(warnings[0], "libdspp_tp_dep.so"));
+  const std::string msg = plugin_error([&] { reg.require("scheduler", "needsdep"); });
+  CHECK(contains(msg, "could not be loaded"));
+  CHECK(contains(msg, canon(plugin)));
+  CHECK(contains(msg, "libdspp_tp_dep.so"));
+  // Loading it by path is an explicit request: that still fails, naming the dependency.
+  CHECK(contains(plugin_error([&] { reg.load_library(plugin); }), "libdspp_tp_dep.so"));
+}
+
+TEST_CASE("the plugin that needs a library loads and runs where the library is", "[plugins]") {
+  PluginRegistry reg;
+  reg.scan({fs::path(DSPP_TP_NEEDS_DEP).parent_path().string()});
+  auto s = reg.create<dspp::Scheduler>("scheduler", "needsdep", nullptr);
+  const double base = 0.5;
+  REQUIRE(s->init(&base, 1) == DSPP_OK);
+  double lr = 0;
+  REQUIRE(s->lr_at(0, &lr) == DSPP_OK);
+  CHECK(lr == 1.5);  // base x the dependency's factor 3
 }
 
 TEST_CASE("an unknown name lists what is available and where it looked", "[plugins]") {

@@ -151,16 +151,21 @@ struct PluginRegistry::Impl {
   std::map<std::string, std::shared_ptr<LoadedLibrary>> libraries;  // canonical file -> library
   std::map<std::string, Entry, std::less<>> plugins;  // "kind/name", lower-case -> entry
   std::vector<std::string> searched;  // folders scanned and files loaded, for messages
+  // Libraries a scan found but the loader could not open (a missing dependency such as
+  // libnccl.so.2 on a machine without NCCL): skipped with a warning, named when a plugin is
+  // missing.
+  std::vector<std::string> unloadable;
 
   const Entry* lookup(std::string_view kind, std::string_view name) const {
     auto it = plugins.find(lower(kind) + "/" + lower(name));
     return it == plugins.end() ? nullptr : &it->second;
   }
 
-  void load(const std::string& path);
+  // `scanning`: a library the loader cannot open is skipped (and remembered) instead of refused.
+  void load(const std::string& path, bool scanning = false);
 };
 
-void PluginRegistry::Impl::load(const std::string& path) {
+void PluginRegistry::Impl::load(const std::string& path, bool scanning) {
   std::error_code fs_ec;
   fs::path canon = fs::canonical(fs::absolute(path, fs_ec), fs_ec);
   if (fs_ec) refuse(path, "cannot load plugin library: " + fs_ec.message());
@@ -177,7 +182,16 @@ void PluginRegistry::Impl::load(const std::string& path) {
   if (ec) {
     // Boost.DLL keeps only a generic code; the loader's own message says what was missing.
     const char* why = dlerror();
-    refuse(file, std::string("cannot load plugin library: ") + (why ? why : ec.message()));
+    const std::string problem =
+        std::string("cannot load plugin library: ") + (why ? why : ec.message());
+    if (scanning) {
+      // One plugin's missing dependency (NCCL, a CUDA driver) must not stop every run on a
+      // machine that does not need it: skip it, say so, and name it if its plugin is asked for.
+      log::warn("plugins", file + ": " + problem + " (skipped; its plugins are unavailable)");
+      unloadable.push_back(file + " (" + problem + ")");
+      return;
+    }
+    refuse(file, problem);
   }
 
   if (!defines(*loaded, DSPP_PLUGIN_ENTRY_SYMBOL)) {
@@ -289,7 +303,7 @@ void PluginRegistry::scan(const std::vector<std::string>& folders) {
     std::sort(files.begin(), files.end());  // same order on every rank and every run
     for (const std::string& f : files) {
       try {
-        impl_->load(f);
+        impl_->load(f, /*scanning=*/true);
       } catch (const Error& e) {
         errors.push_back(e.what());
       }
@@ -329,6 +343,9 @@ const PluginInfo& PluginRegistry::require(std::string_view kind, std::string_vie
   msg += " (searched: ";
   msg += impl_->searched.empty() ? std::string("no folders") : join(impl_->searched, ", ");
   msg += ")";
+  if (!impl_->unloadable.empty()) {
+    msg += "; libraries that could not be loaded: " + join(impl_->unloadable, "; ");
+  }
   throw Error(Errc::kPlugin, msg);
 }
 
