@@ -292,6 +292,15 @@ void battery(dspp::Communicator* comm, dspp::Device* dev, void* stream) {
           check_reduce("all_reduce " + tag, b, op, c, ranks, 0);
         }
         {
+          // reduce: only the root (c mod n) holds the result.
+          const int root = c % n;
+          Buf b(dev, stream, dt, m);
+          b.fill(r, c);
+          wait(comm->reduce(b.view(), root, op, &w), &w, "reduce " + tag);
+          b.fetch();
+          if (r == root) check_reduce("reduce " + tag, b, op, c, ranks, 0);
+        }
+        {
           Buf in(dev, stream, dt, m * n);
           Buf out(dev, stream, dt, m);
           in.fill(r, c + 100000);

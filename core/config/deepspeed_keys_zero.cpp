@@ -32,23 +32,33 @@ void register_zero_keys(ConfigSchema& s) {
               "partitioned across dp ranks.")
               .range(0, 3),
           Key("contiguous_gradients", kBool, "true",
-              "Copy gradients into one contiguous buffer as they are produced."),
+              "Copy gradients into one contiguous buffer as they are produced.")
+              .no_effect("dspp's stage 2 always writes gradients into contiguous buckets", "true"),
           Key("reduce_scatter", kBool, "true",
               "Reduce gradients with reduce-scatter (each rank keeps its partition) instead of "
-              "all-reduce."),
+              "all-reduce.")
+              .no_effect("dspp always reduces each partition to its owner (the same sums)",
+                         "true"),
           Key("reduce_bucket_size", kInt, "500000000", "Elements reduced per gradient bucket.")
               .min(1),
           Key("use_multi_rank_bucket_allreduce", kBool, "true",
               "Merge the reduce buckets of several ranks into one all-reduce.")
               .no_effect(comm_hint, "true"),
           Key("allgather_partitions", kBool, "true",
-              "Gather updated partitions with all-gather rather than a series of broadcasts."),
+              "Gather updated partitions with all-gather rather than a series of broadcasts.")
+              .no_effect("dspp gathers equal partitions with one all-gather (the same values)",
+                         "true"),
           Key("allgather_bucket_size", kInt, "500000000",
               "Elements gathered per parameter all-gather bucket.")
-              .min(0),
+              .min(0)
+              .no_effect("dspp's stages 1 and 2 gather each rank's partition in one all-gather",
+                         "500000000"),
           Key("overlap_comm", kBool, "",
               "Overlap gradient reduction with the backward pass; unset means true at stage 3, "
-              "false otherwise."),
+              "false otherwise.")
+              .no_effect("dspp's stage 2 always overlaps reduction with backward (the same "
+                         "results)",
+                         "true"),
           Key("compute_grad_norm", kBool, "true",
               "Compute the global gradient norm at each stage 1/2 step even without clipping.")
               .no_effect("dspp computes the norm whenever it needs it", "true"),

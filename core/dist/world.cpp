@@ -12,7 +12,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <csignal>
 #include <cstdlib>
 #include <mutex>
 #include <set>
@@ -157,6 +160,13 @@ std::shared_ptr<World> start_world(const DistOptions& o) {
     w->world =
         std::make_shared<ProcessGroup>("world", std::vector<int>{0}, 0, make_self_communicator());
     return w;
+  }
+  // Writing to a socket whose peer died raises SIGPIPE, whose default action kills this process
+  // silently (the comm library's writes are not all MSG_NOSIGNAL). A dead peer must be an error
+  // with a message instead: ignore SIGPIPE unless the host installed its own handler.
+  struct sigaction old {};
+  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
+    std::signal(SIGPIPE, SIG_IGN);
   }
   w->timeout = timeout_from_env();
   const std::string file_prefix = "file://";

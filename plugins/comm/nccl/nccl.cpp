@@ -566,6 +566,24 @@ class NcclComm final : public dspp::Communicator {
     });
   }
 
+  dspp_status reduce(dspp_tensor_view buf, int32_t root, int32_t op,
+                     dspp::CommWork** work) noexcept override {
+    return issue("reduce", work, [&](State& st, std::string& what) {
+      const View v = view("reduce", "buf", buf);
+      const ncclRedOp_t rop = red_op("reduce", op, v);
+      if (root < 0 || root >= st.size) {
+        throw std::invalid_argument(st.describe("reduce") + ": root " + std::to_string(root) +
+                                    " is not a rank of this group of " + std::to_string(st.size));
+      }
+      what = st.describe("reduce " + std::string(v.dt.name) + " x " + std::to_string(v.numel) +
+                         " (" + op_name(op) + ") to root " + std::to_string(root));
+      st.order_after(v.stream);
+      if (v.numel == 0) return;
+      NCCL_CHECK(st.comm,
+                 ncclReduce(v.data, v.data, v.numel, v.dt.nccl, rop, root, st.comm, st.stream));
+    });
+  }
+
   dspp_status broadcast(dspp_tensor_view buf, int32_t root,
                         dspp::CommWork** work) noexcept override {
     return issue("broadcast", work, [&](State& st, std::string& what) {
