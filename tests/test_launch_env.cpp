@@ -2,8 +2,8 @@
 // Slurm's, each source named; Slurm's node list gives rank 0's host.
 #include <cstdlib>
 #include <initializer_list>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "catch.h"

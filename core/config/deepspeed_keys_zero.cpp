@@ -37,8 +37,7 @@ void register_zero_keys(ConfigSchema& s) {
           Key("reduce_scatter", kBool, "true",
               "Reduce gradients with reduce-scatter (each rank keeps its partition) instead of "
               "all-reduce.")
-              .no_effect("dspp always reduces each partition to its owner (the same sums)",
-                         "true"),
+              .no_effect("dspp always reduces each partition to its owner (the same sums)", "true"),
           Key("reduce_bucket_size", kInt, "500000000", "Elements reduced per gradient bucket.")
               .min(1),
           Key("use_multi_rank_bucket_allreduce", kBool, "true",

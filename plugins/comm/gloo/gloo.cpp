@@ -29,9 +29,9 @@
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/barrier.h>
-#include <gloo/reduce.h>
 #include <gloo/broadcast.h>
 #include <gloo/common/error.h>
+#include <gloo/reduce.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
@@ -406,28 +406,26 @@ class GlooComm final : public dspp::Communicator {
       View v = view(opn, "buf", buf);
       check_peer(opn, "root", root, true);
       const ReduceFn fn = reduce_for(opn, op, v);
-      const std::string what = describe(opn, v,
-                                        std::string(", ") + dspp_gloo::op_name(op) + ", root " +
-                                            std::to_string(root));
-      enqueue(work, what, false,
-              [this, v, op, fn, root](uint32_t tag, Clock::time_point deadline) {
-                const int n = size();
-                if (n == 1 || v.numel == 0) return;
-                // Gloo's reduce: a ring of reduce-scatter then a gather to the root.
-                gloo::ReduceOptions o(ctx_);
-                with_storage(v.info.size, [&](auto t) {
-                  using T = decltype(t);
-                  o.setOutput<T>(reinterpret_cast<T*>(v.data), v.numel);
-                });
-                o.setRoot(root);
-                o.setReduceFunction(fn);
-                o.setTag(tag);
-                o.setTimeout(remaining(deadline));
-                gloo::reduce(o);
-                if (op == dspp::kReduceAvg && index_ == root) {
-                  dspp_gloo::divide_by(v.data, v.dtype, v.numel, n);
-                }
-              });
+      const std::string what = describe(
+          opn, v, std::string(", ") + dspp_gloo::op_name(op) + ", root " + std::to_string(root));
+      enqueue(work, what, false, [this, v, op, fn, root](uint32_t tag, Clock::time_point deadline) {
+        const int n = size();
+        if (n == 1 || v.numel == 0) return;
+        // Gloo's reduce: a ring of reduce-scatter then a gather to the root.
+        gloo::ReduceOptions o(ctx_);
+        with_storage(v.info.size, [&](auto t) {
+          using T = decltype(t);
+          o.setOutput<T>(reinterpret_cast<T*>(v.data), v.numel);
+        });
+        o.setRoot(root);
+        o.setReduceFunction(fn);
+        o.setTag(tag);
+        o.setTimeout(remaining(deadline));
+        gloo::reduce(o);
+        if (op == dspp::kReduceAvg && index_ == root) {
+          dspp_gloo::divide_by(v.data, v.dtype, v.numel, n);
+        }
+      });
     });
   }
 

@@ -18,9 +18,9 @@ namespace dspp::optim {
 // Constants of one group for one step, rounded once to fp32 as the reference kernels do.
 struct AdamConsts {
   float beta1, one_minus_beta1, beta2, one_minus_beta2;
-  float step_size;  // lr / bc1
+  float step_size;     // lr / bc1
   float inv_sqrt_bc2;  // 1 / sqrt(bc2): one division per element instead of two (as DeepSpeed's
-                      // CPU Adam; measured 1.37x per core in bench/cpu_adam)
+                       // CPU Adam; measured 1.37x per core in bench/cpu_adam)
   float eps;
   float decay;  // 1 - lr * wd when decoupled, else 1
   float l2;     // wd when L2, else 0
