@@ -22,9 +22,20 @@
 #include <string>
 #include <vector>
 
+#include "comm_elements.h"
 #include "dist/store.h"
 
 namespace {
+
+using comm_elements::bf16_from;
+using comm_elements::bf16_to;
+using comm_elements::dname;
+using comm_elements::esize;
+using comm_elements::get;
+using comm_elements::is_float;
+using comm_elements::kDtypes;
+using comm_elements::opname;
+using comm_elements::put;
 
 int g_rank = 0;
 long g_checks = 0;
@@ -56,97 +67,6 @@ uint64_t mix(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
-}
-
-const int kDtypes[] = {DSPP_F32, DSPP_F64, DSPP_F16, DSPP_BF16, DSPP_I32, DSPP_I64, DSPP_U8};
-
-size_t esize(int dt) {
-  return dt == DSPP_F64 || dt == DSPP_I64   ? 8
-         : dt == DSPP_F32 || dt == DSPP_I32 ? 4
-         : dt == DSPP_U8                    ? 1
-                                            : 2;
-}
-bool is_float(int dt) {
-  return dt == DSPP_F32 || dt == DSPP_F64 || dt == DSPP_F16 || dt == DSPP_BF16;
-}
-const char* dname(int dt) {
-  switch (dt) {
-    case DSPP_F32:
-      return "f32";
-    case DSPP_F64:
-      return "f64";
-    case DSPP_F16:
-      return "f16";
-    case DSPP_BF16:
-      return "bf16";
-    case DSPP_I32:
-      return "i32";
-    case DSPP_I64:
-      return "i64";
-    default:
-      return "u8";
-  }
-}
-
-uint16_t bf16_from(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-float bf16_to(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-void put(void* p, int dt, size_t i, double v) {
-  switch (dt) {
-    case DSPP_F32:
-      static_cast<float*>(p)[i] = static_cast<float>(v);
-      break;
-    case DSPP_F64:
-      static_cast<double*>(p)[i] = v;
-      break;
-    case DSPP_F16: {
-      _Float16 h = static_cast<_Float16>(v);
-      std::memcpy(static_cast<char*>(p) + 2 * i, &h, 2);
-      break;
-    }
-    case DSPP_BF16:
-      static_cast<uint16_t*>(p)[i] = bf16_from(static_cast<float>(v));
-      break;
-    case DSPP_I32:
-      static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v);
-      break;
-    case DSPP_I64:
-      static_cast<int64_t*>(p)[i] = static_cast<int64_t>(v);
-      break;
-    default:
-      static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v);
-  }
-}
-double get(const void* p, int dt, size_t i) {
-  switch (dt) {
-    case DSPP_F32:
-      return static_cast<const float*>(p)[i];
-    case DSPP_F64:
-      return static_cast<const double*>(p)[i];
-    case DSPP_F16: {
-      _Float16 h;
-      std::memcpy(&h, static_cast<const char*>(p) + 2 * i, 2);
-      return static_cast<double>(h);
-    }
-    case DSPP_BF16:
-      return bf16_to(static_cast<const uint16_t*>(p)[i]);
-    case DSPP_I32:
-      return static_cast<const int32_t*>(p)[i];
-    case DSPP_I64:
-      return static_cast<double>(static_cast<const int64_t*>(p)[i]);
-    default:
-      return static_cast<const uint8_t*>(p)[i];
-  }
 }
 
 // What `rank` contributes at `index` in case `c`, already rounded to the dtype. Floats are
