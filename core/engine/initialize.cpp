@@ -69,6 +69,8 @@ dist::LaunchEnv init_distributed(const InitializeArgs& a) {
     DistOptions o;
     o.distributed_port = a.distributed_port;
     if (const char* b = std::getenv("DSPP_COMM_BACKEND"); b && *b) o.backend = b;
+    // torch's init_method: env:// (rank 0's TCP store) or file:///dir on a shared filesystem.
+    if (const char* m = std::getenv("DSPP_INIT_METHOD"); m && *m) o.init_method = m;
     dspp::init_distributed(o);
   }
   return dist::current_env();
