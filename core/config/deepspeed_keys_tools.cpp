@@ -7,18 +7,32 @@ namespace dspp::keys {
 namespace {
 
 void register_monitors(ConfigSchema& s) {
-  for (const char* monitor : {"tensorboard", "csv_monitor"}) {
-    const std::string what = std::string(monitor) == "tensorboard" ? "TensorBoard" : "CSV";
-    s.add(Key(monitor, kObject, "{}", what + " monitor of loss, learning rate and scale.").spec());
-    add_section(s, monitor, Parse::kModel,
-                {
-                    Key("enabled", kBool, "false", "Write the " + what + " monitor's events."),
-                    Key("output_path", kString, "\"\"",
-                        "Folder of the events; empty = under the launch directory."),
-                    Key("job_name", kString, "\"DeepSpeedJobName\"",
-                        "Subfolder of output_path for this run."),
-                });
-  }
+  // DeepSpeed's Train/Samples/* events, written by the engine on rank 0 (core/monitor/).
+  s.add(Key("csv_monitor", kObject, "{}", "CSV monitor of loss and learning rate.").spec());
+  add_section(s, "csv_monitor", Parse::kModel,
+              {
+                  Key("enabled", kBool, "false",
+                      "Write Train/Samples/train_loss and lr, one CSV file per event, on rank 0."),
+                  Key("output_path", kString, "\"\"",
+                      "Folder of the event files; empty = the launch directory."),
+                  Key("job_name", kString, "\"DeepSpeedJobName\"",
+                      "Subfolder of output_path for this run."),
+              });
+
+  const std::string tb = "dspp writes no TensorBoard event files; csv_monitor has the same events";
+  s.add(Key("tensorboard", kObject, "{}", "TensorBoard monitor of loss, learning rate and scale.")
+            .spec());
+  add_section(
+      s, "tensorboard", Parse::kModel,
+      {
+          Key("enabled", kBool, "false", "Write the TensorBoard monitor's events.")
+              .no_effect(tb, "false"),
+          Key("output_path", kString, "\"\"",
+              "Folder of the events; empty = under the launch directory.")
+              .no_effect(tb, "\"\""),
+          Key("job_name", kString, "\"DeepSpeedJobName\"", "Subfolder of output_path for this run.")
+              .no_effect(tb, "\"DeepSpeedJobName\""),
+      });
 
   const std::string wandb = "dspp has no Weights & Biases monitor";
   s.add(Key("wandb", kObject, "{}", "Weights & Biases monitor.").spec());
@@ -52,14 +66,16 @@ void register_monitors(ConfigSchema& s) {
       });
 
   s.add(Key("comms_logger", kObject, "{}", "Log each collective's size and time.").spec());
-  add_section(s, "comms_logger", Parse::kModel,
-              {
-                  Key("enabled", kBool, "false", "Record collective operations."),
-                  Key("prof_all", kBool, "true", "Record every collective, not only prof_ops."),
-                  Key("prof_ops", kArray, "[]", "Names of the collectives to record."),
-                  Key("verbose", kBool, "false", "Log each collective as it runs."),
-                  Key("debug", kBool, "false", "Add the calling function to each record."),
-              });
+  add_section(
+      s, "comms_logger", Parse::kModel,
+      {
+          Key("enabled", kBool, "false", "Record collective operations."),
+          Key("prof_all", kBool, "true", "Record every collective, not only prof_ops."),
+          Key("prof_ops", kArray, "[]", "Names of the collectives to record."),
+          Key("verbose", kBool, "false", "Log each collective as it completes (rank 0)."),
+          Key("debug", kBool, "false", "Add the calling function to each record.")
+              .no_effect("dspp has no caller names; records are per operation and size", "false"),
+      });
 
   s.add(Key("timers", kObject, "{}", "Built-in timers.").spec());
   s.add(Key("timers.throughput", kObject, "{}", "The throughput timer.").spec());

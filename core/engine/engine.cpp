@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -13,7 +14,10 @@
 #include <unordered_map>
 #include <utility>
 
+#include <rapidjson/document.h>
+
 #include "log/log.h"
+#include "monitor/csv_monitor.h"
 
 namespace dspp {
 namespace {
@@ -58,7 +62,63 @@ Engine::Engine(EngineParts parts)
   gradient_clipping_ = config_.get_double("gradient_clipping");
   steps_per_print_ = config_.has("steps_per_print") ? config_.get_int("steps_per_print") : 0;
   wall_clock_breakdown_ = config_.get_bool("wall_clock_breakdown");
+  // Before the parameters are set up, so the comms logger sees the initial broadcast (DeepSpeed
+  // configures it before _broadcast_model too).
+  configure_monitors();
   setup_parameters(parts.groups);
+}
+
+void Engine::configure_monitors() {
+  // DeepSpeed writes monitor events on global rank 0 only.
+  if (config_.get_bool("csv_monitor.enabled") && mesh_.rank == 0) {
+    csv_monitor_ = std::make_unique<monitor::CsvMonitor>(
+        config_.get_string("csv_monitor.output_path"), config_.get_string("csv_monitor.job_name"));
+  }
+  comms_logger_ = config_.get_bool("comms_logger.enabled");
+  if (!comms_logger_) return;
+  CommsLogOptions o;
+  o.enabled = true;
+  o.verbose = config_.get_bool("comms_logger.verbose");
+  o.prof_all = config_.get_bool("comms_logger.prof_all");
+  rapidjson::Document ops;
+  ops.Parse(config_.get_json("comms_logger.prof_ops").c_str());
+  if (ops.IsArray()) {
+    for (const auto& v : ops.GetArray()) {
+      if (!v.IsString()) {
+        throw Error(Errc::kConfig, "comms_logger.prof_ops: every entry must be an operation name");
+      }
+      o.prof_ops.emplace_back(v.GetString());
+    }
+  }
+  o.lead = mesh_.rank == 0;
+  grad_group_->set_comms_logging(o);
+  if (dp_group_ != grad_group_) dp_group_->set_comms_logging(o);
+}
+
+CommRecords Engine::comms_records() const {
+  CommRecords all = grad_group_->comms_records();
+  if (dp_group_ == grad_group_) return all;
+  for (const auto& [op, sizes] : dp_group_->comms_records()) {
+    for (const auto& [bytes, r] : sizes) {
+      CommRecord& into = all[op][bytes];
+      into.count += r.count;
+      into.latency_ms.insert(into.latency_ms.end(), r.latency_ms.begin(), r.latency_ms.end());
+      into.algbw_gbps.insert(into.algbw_gbps.end(), r.algbw_gbps.begin(), r.algbw_gbps.end());
+      into.busbw_gbps.insert(into.busbw_gbps.end(), r.busbw_gbps.begin(), r.busbw_gbps.end());
+    }
+  }
+  return all;
+}
+
+std::string Engine::comms_summary() const {
+  return comms_logger_ ? format_comms_summary(comms_records()) : std::string();
+}
+
+void Engine::log_comms_summary() const {
+  // DeepSpeed's log_summary prints the table with print() on rank 0: stdout, no log prefix.
+  if (!comms_logger_ || mesh_.rank != 0) return;
+  std::fputs(comms_summary().c_str(), stdout);
+  std::fflush(stdout);
 }
 
 Engine::~Engine() {
@@ -263,9 +323,17 @@ float Engine::forward(const Batch& batch) {
 }
 
 void Engine::backward(float loss) {
-  (void)loss;  // the model kept what backward needs; DeepSpeed's loss tensor carries the graph
+  // The model kept what backward needs (DeepSpeed's loss tensor carries the graph); the value is
+  // only logged.
   if (!backward_pending_) {
     throw Error(Errc::kInvalidArgument, "engine.backward: no forward() since the last backward()");
+  }
+  // DeepSpeed's backward(): losses += loss / GA (in fp32), and at the boundary micro-step the
+  // monitor gets that sum, the mean loss of this rank's micro-batches in the window, at
+  // global_samples before this step's update.
+  window_loss_ += loss / static_cast<float>(gradient_accumulation_steps());
+  if (csv_monitor_ && is_gradient_accumulation_boundary()) {
+    csv_monitor_->write_events({{"Train/Samples/train_loss", window_loss_, global_samples_}});
   }
   auto t0 = Clock::now();
   check_plugin(zero_->begin_backward(), "zero begin_backward");
@@ -325,7 +393,13 @@ void Engine::step() {
     ++scheduler_steps_;
     ++global_steps_;
     global_samples_ += train_batch_size();
+    window_loss_ = 0.0f;
     zero_grad();
+    // DeepSpeed's step(): after the update, group 0's lr (the scheduler has stepped, so the lr of
+    // the next step) at the new global_samples.
+    if (csv_monitor_) {
+      csv_monitor_->write_events({{"Train/Samples/lr", get_lr().at(0), global_samples_}});
+    }
     // Reported by rank 0 only, as DeepSpeed's log_dist(ranks=[0]); the loss is rank 0's.
     const bool lead = mesh_.rank == 0;
     if (steps_per_print_ > 0 && global_steps_ % steps_per_print_ == 0) {

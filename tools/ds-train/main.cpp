@@ -539,6 +539,11 @@ int run(const Options& o) {
   if (data.irreducible_loss) held += ", irreducible " + fixed(*data.irreducible_loss, 4);
   std::printf("%s\n", held.c_str());
   if (csv) std::printf("ds-train: metrics in %s\n", o.csv.c_str());
+  if (engine.comms_logger_enabled()) {
+    std::printf("ds-train: collectives of this run (comms_logger), rank 0:\n");
+    std::fflush(stdout);
+    engine.log_comms_summary();
+  }
 
   std::string final_line =
       "final train_loss=" + fixed(train_loss, 4) + " eval_loss=" + fixed(last_eval.loss(), 4);

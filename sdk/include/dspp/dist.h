@@ -27,6 +27,39 @@ struct CommCounter {
 };
 using CommStats = std::map<std::string, CommCounter>;
 
+// DeepSpeed's comms_logger: which completed collectives a group records, and how.
+struct CommsLogOptions {
+  bool enabled = false;
+  bool verbose = false;  // log each operation as it completes (on `lead` only)
+  bool prof_all = true;  // record every operation, else only those named in prof_ops
+  std::vector<std::string> prof_ops;
+  bool lead = false;  // this process logs (DeepSpeed: global rank 0)
+};
+
+// One (operation, message size) of the comms logger: one entry per completed call. Latency is
+// issue to completion (the end of wait()) in milliseconds; bandwidths in Gbps as DeepSpeed's
+// calc_bw_log computes them (see comm_bandwidth()).
+struct CommRecord {
+  int64_t count = 0;
+  std::vector<double> latency_ms, algbw_gbps, busbw_gbps;
+};
+// operation name -> message size in bytes (the bytes stats() counts) -> record
+using CommRecords = std::map<std::string, std::map<int64_t, CommRecord>>;
+
+struct CommBandwidth {
+  double algbw_gbps = 0.0;  // DeepSpeed's "tput"
+  double busbw_gbps = 0.0;
+};
+// DeepSpeed's calc_bw_log for `bytes` (the logical buffer stats() counts) moved in `ms` over `n`
+// ranks: all_reduce algbw 2S/t, busbw S/t * 2(n-1)/n; all_gather and reduce_scatter S/t and
+// S/t * (n-1)/n; broadcast, reduce, send, recv, barrier S/t for both. Zero when ms <= 0.
+CommBandwidth comm_bandwidth(const std::string& op, int64_t bytes, double ms, int n);
+// DeepSpeed's convert_size: "0B", "512.0 B", "4.0 KB", "1.5 MB".
+std::string format_message_size(int64_t bytes);
+// DeepSpeed's log_all table: a header, then per operation its name and one row per message size
+// (count, total latency, trimmed-mean latency, algbw and busbw).
+std::string format_comms_summary(const CommRecords& records);
+
 // A set of ranks and the collectives over it. The synchronous helpers throw dspp::Error naming
 // the group, the operation and, when the store knows it, the rank that went missing.
 class ProcessGroup {
@@ -53,6 +86,10 @@ class ProcessGroup {
 
   CommStats stats() const;
   void reset_stats();
+  // The comms logger (off by default: then a collective costs one relaxed atomic load more).
+  void set_comms_logging(const CommsLogOptions& options);
+  CommRecords comms_records() const;
+  void reset_comms_records();
 
   struct Counting;
 

@@ -30,6 +30,10 @@
 
 namespace dspp {
 
+namespace monitor {
+class CsvMonitor;
+}
+
 // Which engine initialize() chose (DeepSpeed's routing).
 enum class EngineKind { kEngine, kPipelineEngine, kHybridEngine };
 const char* to_string(EngineKind k);
@@ -103,6 +107,14 @@ class Engine {
   // (wall_clock_breakdown).
   const std::map<std::string, double>& timers() const { return timers_; }
 
+  // comms_logger: the collectives of the engine's groups (gradient and data-parallel) recorded
+  // since initialization, as DeepSpeed's log_summary table (this rank's view; empty when the
+  // logger is off). log_comms_summary() prints it on global rank 0, as DeepSpeed does.
+  bool comms_logger_enabled() const { return comms_logger_; }
+  CommRecords comms_records() const;
+  std::string comms_summary() const;
+  void log_comms_summary() const;
+
   const Config& config() const { return config_; }
   Module& module() { return *model_; }
   const Mesh& mesh() const { return mesh_; }
@@ -127,6 +139,7 @@ class Engine {
   void map_module_parameters();
   void install_hooks();
   void before_backward(const std::vector<int32_t>& params);
+  void configure_monitors();
 
   Config config_;
   std::shared_ptr<Module> model_;
@@ -157,6 +170,9 @@ class Engine {
   int64_t scheduler_steps_ = 0;
   double last_grad_norm_ = 0.0;
   float last_loss_ = 0.0f;
+  float window_loss_ = 0.0f;  // sum of loss / GA over the accumulation window (DeepSpeed's losses)
+  std::unique_ptr<monitor::CsvMonitor> csv_monitor_;  // rank 0, csv_monitor.enabled
+  bool comms_logger_ = false;
   bool backward_pending_ = false;
   std::map<std::string, double> timers_;
 };
