@@ -32,7 +32,7 @@
 #include <thread>
 #include <vector>
 
-#include "comm_elements.h"
+#include "comm_worker_util.h"
 #include "dist/store.h"
 
 namespace {
@@ -41,6 +41,10 @@ using comm_elements::bf16_from;
 using comm_elements::bf16_to;
 using comm_elements::dname;
 using comm_elements::esize;
+using comm_elements::fail;
+using comm_elements::g_checks;
+using comm_elements::g_failures;
+using comm_elements::g_rank;
 using comm_elements::get;
 using comm_elements::is_float;
 using comm_elements::kDtypes;
@@ -50,20 +54,7 @@ using comm_elements::put;
 using Clock = std::chrono::steady_clock;
 using dspp::Communicator;
 
-int g_rank = 0;
 int g_world = 1;
-long g_checks = 0;
-long g_failures = 0;
-
-void fail(const std::string& msg) {
-  if (g_failures < 30) std::fprintf(stderr, "rank %d FAIL: %s\n", g_rank, msg.c_str());
-  ++g_failures;
-}
-#define EXPECT(cond, msg)   \
-  do {                      \
-    ++g_checks;             \
-    if (!(cond)) fail(msg); \
-  } while (0)
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();

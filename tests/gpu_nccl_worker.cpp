@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "comm_elements.h"
+#include "comm_worker_util.h"
 #include "dist/store.h"
 
 namespace {
@@ -31,25 +31,15 @@ using comm_elements::bf16_from;
 using comm_elements::bf16_to;
 using comm_elements::dname;
 using comm_elements::esize;
+using comm_elements::fail;
+using comm_elements::g_checks;
+using comm_elements::g_failures;
+using comm_elements::g_rank;
 using comm_elements::get;
 using comm_elements::is_float;
 using comm_elements::kDtypes;
 using comm_elements::opname;
 using comm_elements::put;
-
-int g_rank = 0;
-long g_checks = 0;
-long g_failures = 0;
-
-void fail(const std::string& msg) {
-  if (g_failures < 30) std::fprintf(stderr, "rank %d FAIL: %s\n", g_rank, msg.c_str());
-  ++g_failures;
-}
-#define EXPECT(cond, msg)   \
-  do {                      \
-    ++g_checks;             \
-    if (!(cond)) fail(msg); \
-  } while (0)
 
 void require(dspp_status st, const std::string& what) {
   if (st != DSPP_OK) {

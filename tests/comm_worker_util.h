@@ -1,51 +1,36 @@
-// Element access for the comm tests (Gloo on the CPU, NCCL on the GPU): every dtype a collective
-// moves, read and written as double, f16 through the compiler's _Float16 and bf16 by hand.
+// What the comm test workers share (Gloo on the CPU, NCCL on the GPU): element access for every
+// dtype a collective moves, read and written as double (f16 through the compiler's _Float16, bf16
+// by hand), and the failure count (the first 30 printed; a worker exits non-zero if any failed).
 #pragma once
 
 #include <dspp/abi.h>
+#include <dspp/tensor.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 namespace comm_elements {
 
+inline int g_rank = 0;
+inline long g_checks = 0;
+inline long g_failures = 0;
+
+inline void fail(const std::string& msg) {
+  if (g_failures < 30) std::fprintf(stderr, "rank %d FAIL: %s\n", g_rank, msg.c_str());
+  ++g_failures;
+}
+
 inline const int kDtypes[] = {DSPP_F32, DSPP_F64, DSPP_F16, DSPP_BF16, DSPP_I32, DSPP_I64, DSPP_U8};
 
+// The core's names and sizes (libdspp, which the workers link).
 inline size_t esize(int dt) {
-  switch (dt) {
-    case DSPP_F64:
-    case DSPP_I64:
-      return 8;
-    case DSPP_F32:
-    case DSPP_I32:
-      return 4;
-    case DSPP_F16:
-    case DSPP_BF16:
-      return 2;
-    default:
-      return 1;
-  }
+  return dspp::dtype_size(static_cast<dspp_dtype>(dt));
 }
 inline const char* dname(int dt) {
-  switch (dt) {
-    case DSPP_F32:
-      return "f32";
-    case DSPP_F64:
-      return "f64";
-    case DSPP_F16:
-      return "f16";
-    case DSPP_BF16:
-      return "bf16";
-    case DSPP_I32:
-      return "i32";
-    case DSPP_I64:
-      return "i64";
-    case DSPP_U8:
-      return "u8";
-    default:
-      return "?";
-  }
+  return dspp::dtype_name(static_cast<dspp_dtype>(dt));
 }
 inline bool is_float(int dt) {
   return dt == DSPP_F32 || dt == DSPP_F64 || dt == DSPP_F16 || dt == DSPP_BF16;
@@ -120,3 +105,9 @@ inline double get(const void* p, int dt, size_t i) {
 }
 
 }  // namespace comm_elements
+
+#define EXPECT(cond, msg)                  \
+  do {                                     \
+    ++comm_elements::g_checks;             \
+    if (!(cond)) comm_elements::fail(msg); \
+  } while (0)
