@@ -27,19 +27,7 @@
 
 namespace {
 
-using comm_elements::bf16_from;
-using comm_elements::bf16_to;
-using comm_elements::dname;
-using comm_elements::esize;
-using comm_elements::fail;
-using comm_elements::g_checks;
-using comm_elements::g_failures;
-using comm_elements::g_rank;
-using comm_elements::get;
-using comm_elements::is_float;
-using comm_elements::kDtypes;
-using comm_elements::opname;
-using comm_elements::put;
+using namespace comm_elements;  // the shared element access and failure counting
 
 void require(dspp_status st, const std::string& what) {
   if (st != DSPP_OK) {

@@ -187,13 +187,14 @@ void Engine::install_hooks() {
 }
 
 void Engine::before_backward(const std::vector<int32_t>& idx) {
-  std::vector<dspp_tensor_view> views(idx.size());
-  check_plugin(zero_->before_backward(idx.data(), size_of(idx), views.data()),
+  // One scratch vector for every module of every step: no allocation in the step loop.
+  grad_views_.resize(idx.size());
+  check_plugin(zero_->before_backward(idx.data(), size_of(idx), grad_views_.data()),
                "zero before_backward");
   if (!manages_grads_) return;
   for (size_t i = 0; i < idx.size(); ++i) {
     Parameter* p = params_[static_cast<size_t>(idx[i])];
-    p->grad = Tensor::wrap(views[i]).reshape(p->shape);
+    p->grad = Tensor::wrap(grad_views_[i]).reshape(p->shape);
   }
 }
 

@@ -92,6 +92,20 @@ inline void wait_all(std::vector<CommWork*>& works, dspp_status issued = DSPP_OK
   pass_through(first);
 }
 
+// Issues all-reduces of `v` in buckets of `bucket` elements (all issued, then waited, so the comm
+// plugin can pipeline them) and waits for them.
+inline void all_reduce_buckets(Communicator* c, dspp_tensor_view v, int64_t bucket, int32_t op) {
+  const int64_t n = v.shape[0];
+  std::vector<CommWork*> works;
+  dspp_status issued = DSPP_OK;
+  for (int64_t off = 0; off < n && issued == DSPP_OK; off += bucket) {
+    CommWork* w = nullptr;
+    issued = c->all_reduce(slice(v, off, std::min(bucket, n - off)), op, &w);
+    if (issued == DSPP_OK) works.push_back(w);
+  }
+  wait_all(works, issued);
+}
+
 // DeepSpeed's gradient reduction: with a predivide factor f (1 when unset) gradients are scaled by
 // 1/f before a sum and by f/size (mean) or f (sum) after; without one, the mean is the comm
 // plugin's avg.

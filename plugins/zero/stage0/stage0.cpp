@@ -45,15 +45,8 @@ class Stage0 final : public zc::StageBase {
       if (setup_.dp->size() > 1) {
         const zc::Reduction r = zc::reduction_of(setup_);
         if (r.before != 1.0f) zc::scale(g, flat_numel_, r.before);
-        std::vector<dspp::CommWork*> works;
-        dspp_status issued = DSPP_OK;
-        for (int64_t off = 0; off < flat_numel_ && issued == DSPP_OK; off += bucket_) {
-          const int64_t len = std::min(bucket_, flat_numel_ - off);
-          dspp::CommWork* w = nullptr;
-          issued = setup_.dp->all_reduce(zc::slice(setup_.flat_grads, off, len), r.op, &w);
-          if (issued == DSPP_OK) works.push_back(w);
-        }
-        zc::wait_all(works, issued);
+        zc::all_reduce_buckets(setup_.dp, zc::slice(setup_.flat_grads, 0, flat_numel_), bucket_,
+                               r.op);
         if (r.after != 1.0f) zc::scale(g, flat_numel_, r.after);
       }
       // Every rank now holds the same reduced gradient: the norm is global as computed here.

@@ -47,23 +47,17 @@ class Stage1 final : public zc::StageBase {
       if (dp->size() > 1) {
         const zc::Reduction r = zc::reduction_of(setup_);
         if (r.before != 1.0f) zc::scale(g, flat_numel_, r.before);
-        std::vector<dspp::CommWork*> works;
-        dspp_status issued = DSPP_OK;
         if (!part_.whole) {
           // In place: rank r's reduced slice lands where its partition already is.
           dspp::CommWork* w = nullptr;
-          issued = dp->reduce_scatter(
+          const dspp_status issued = dp->reduce_scatter(
               setup_.flat_grads, zc::slice(setup_.flat_grads, part_.begin, part_.size()), r.op, &w);
+          std::vector<dspp::CommWork*> works;
           if (issued == DSPP_OK) works.push_back(w);
+          zc::wait_all(works, issued);
         } else {
-          for (int64_t off = 0; off < flat_numel_ && issued == DSPP_OK; off += bucket_) {
-            dspp::CommWork* w = nullptr;
-            issued = dp->all_reduce(
-                zc::slice(setup_.flat_grads, off, std::min(bucket_, flat_numel_ - off)), r.op, &w);
-            if (issued == DSPP_OK) works.push_back(w);
-          }
+          zc::all_reduce_buckets(dp, zc::slice(setup_.flat_grads, 0, flat_numel_), bucket_, r.op);
         }
-        zc::wait_all(works, issued);
         if (r.after != 1.0f) zc::scale(g + part_.begin, part_.size(), r.after);
       }
       // Each rank holds its partition's reduced gradient: sum the partitions' squares.

@@ -155,7 +155,8 @@ class Engine {
   std::vector<ZeroParam> zero_params_;
   bool manages_grads_ = false;  // the ZeRO stage hands out gradient memory (stage 2)
   std::unordered_map<const Module*, std::vector<int32_t>> module_params_;
-  std::vector<int32_t> root_params_;  // read by the root model itself, no module below it
+  std::vector<int32_t> root_params_;          // read by the root model itself, no module below it
+  std::vector<dspp_tensor_view> grad_views_;  // before_backward's answer, reused
   int hooks_id_ = 0;
   std::vector<ParamGroupSetup> group_setups_;
   std::vector<std::string> group_options_;  // owns the JSON the setups point to
