@@ -91,10 +91,14 @@ void register_zero_keys(ConfigSchema& s) {
               .min(0),
           Key("stage3_max_live_parameters", kInt, "1000000000",
               "Gathered parameter elements ZeRO-3 keeps before releasing some.")
-              .min(0),
+              .min(0)
+              .no_effect("dspp's stage 3 releases each module's parameters right after use",
+                         "1000000000"),
           Key("stage3_max_reuse_distance", kInt, "1000000000",
               "Keep a gathered parameter if it is used again within this many elements.")
-              .min(0),
+              .min(0)
+              .no_effect("dspp's stage 3 releases each module's parameters right after use",
+                         "1000000000"),
           Key("stage3_gather_16bit_weights_on_model_save", kBool, "false",
               "Gather the full 16-bit weights when saving the model at ZeRO-3."),
           Key("stage3_module_granularity_threshold", kInt, "0",

@@ -16,6 +16,7 @@
 
 #include <rapidjson/document.h>
 
+#include "engine/zero_init.h"
 #include "log/log.h"
 #include "monitor/csv_monitor.h"
 
@@ -161,16 +162,10 @@ void Engine::map_module_parameters() {
 void Engine::install_hooks() {
   ModuleHooks h;
   h.before_forward = [this](Module& m) {
-    if (auto it = module_params_.find(&m); it != module_params_.end()) {
-      check_plugin(zero_->before_forward(it->second.data(), size_of(it->second)),
-                   "zero before_forward");
-    }
+    if (auto it = module_params_.find(&m); it != module_params_.end()) before_forward(it->second);
   };
   h.after_forward = [this](Module& m) {
-    if (auto it = module_params_.find(&m); it != module_params_.end()) {
-      check_plugin(zero_->after_forward(it->second.data(), size_of(it->second)),
-                   "zero after_forward");
-    }
+    if (auto it = module_params_.find(&m); it != module_params_.end()) after_forward(it->second);
   };
   h.before_backward = [this](Module& m) {
     if (auto it = module_params_.find(&m); it != module_params_.end()) {
@@ -178,24 +173,97 @@ void Engine::install_hooks() {
     }
   };
   h.after_backward = [this](Module& m) {
-    if (auto it = module_params_.find(&m); it != module_params_.end()) {
-      check_plugin(zero_->after_backward(it->second.data(), size_of(it->second)),
-                   "zero after_backward");
-    }
+    if (auto it = module_params_.find(&m); it != module_params_.end()) after_backward(it->second);
   };
   hooks_id_ = model_->add_hooks(std::move(h));
 }
 
+void Engine::take_values(const std::vector<int32_t>& idx) {
+  if (!manages_params_) return;
+  for (size_t i = 0; i < idx.size(); ++i) {
+    const auto k = static_cast<size_t>(idx[i]);
+    ++live_[k];
+    params_[k]->value = Tensor::wrap(value_views_[i]).reshape(params_[k]->shape);
+  }
+}
+
+void Engine::drop_values(const std::vector<int32_t>& idx) {
+  if (!manages_params_) return;
+  // A parameter read by several modules (tied) stays visible until the last one is done.
+  for (int32_t i : idx) {
+    const auto k = static_cast<size_t>(i);
+    if (--live_[k] == 0) params_[k]->value = Tensor();
+  }
+}
+
+void Engine::before_forward(const std::vector<int32_t>& idx) {
+  // Scratch vectors reused by every module of every step: no allocation in the step loop.
+  value_views_.resize(idx.size());
+  check_plugin(zero_->before_forward(idx.data(), size_of(idx), value_views_.data()),
+               "zero before_forward");
+  take_values(idx);
+}
+
+void Engine::after_forward(const std::vector<int32_t>& idx) {
+  check_plugin(zero_->after_forward(idx.data(), size_of(idx)), "zero after_forward");
+  drop_values(idx);
+}
+
 void Engine::before_backward(const std::vector<int32_t>& idx) {
-  // One scratch vector for every module of every step: no allocation in the step loop.
+  value_views_.resize(idx.size());
   grad_views_.resize(idx.size());
-  check_plugin(zero_->before_backward(idx.data(), size_of(idx), grad_views_.data()),
-               "zero before_backward");
+  check_plugin(
+      zero_->before_backward(idx.data(), size_of(idx), value_views_.data(), grad_views_.data()),
+      "zero before_backward");
+  take_values(idx);
   if (!manages_grads_) return;
   for (size_t i = 0; i < idx.size(); ++i) {
     Parameter* p = params_[static_cast<size_t>(idx[i])];
     p->grad = Tensor::wrap(grad_views_[i]).reshape(p->shape);
   }
+}
+
+void Engine::after_backward(const std::vector<int32_t>& idx) {
+  check_plugin(zero_->after_backward(idx.data(), size_of(idx)), "zero after_backward");
+  drop_values(idx);
+}
+
+std::vector<int32_t> Engine::indices_of(const std::vector<Parameter*>& params) const {
+  std::vector<int32_t> idx;
+  if (params.empty()) {
+    for (size_t i = 0; i < params_.size(); ++i) idx.push_back(static_cast<int32_t>(i));
+    return idx;
+  }
+  for (const Parameter* p : params) {
+    auto it = std::find(params_.begin(), params_.end(), p);
+    if (it == params_.end()) {
+      throw Error(Errc::kInvalidArgument, "GatheredParameters: '" +
+                                              (p ? p->name : std::string("null")) +
+                                              "' is not a parameter of the engine's model");
+    }
+    idx.push_back(static_cast<int32_t>(it - params_.begin()));
+  }
+  return idx;
+}
+
+void Engine::gather_parameters(const std::vector<Parameter*>& params) {
+  before_forward(indices_of(params));
+}
+
+void Engine::release_parameters(const std::vector<Parameter*>& params, int modifier_rank) {
+  const std::vector<int32_t> idx = indices_of(params);
+  if (modifier_rank >= 0) {
+    if (modifier_rank >= grad_group_->size()) {
+      throw Error(Errc::kInvalidArgument,
+                  "GatheredParameters: modifier_rank " + std::to_string(modifier_rank) +
+                      " is not a rank of the " + std::to_string(grad_group_->size()) +
+                      "-rank data-parallel group");
+    }
+    for (int32_t i : idx)
+      grad_group_->broadcast(params_[static_cast<size_t>(i)]->value, modifier_rank);
+    check_plugin(zero_->write_back(idx.data(), size_of(idx)), "zero write_back");
+  }
+  after_forward(idx);
 }
 
 void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
@@ -209,25 +277,35 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   // the padding is zero and belongs to no parameter).
   const int64_t unit = kPartitionAlign * grad_group_->size();
   const int64_t padded = (total + unit - 1) / unit * unit;
-  // A stage that manages gradient memory (ZeRO 2) hands out gradient space module by module.
-  manages_grads_ = (zero_->capabilities() & DSPP_ZERO_MANAGES_GRADS) != 0;
-  flat_params_ = Tensor::zeros({padded});
+  // A stage that manages gradient memory (ZeRO 2) hands out gradient space module by module; one
+  // that manages parameters (ZeRO 3) keeps only its partition and gathers values per module.
+  const uint32_t caps = zero_->capabilities();
+  manages_grads_ = (caps & DSPP_ZERO_MANAGES_GRADS) != 0;
+  manages_params_ = (caps & DSPP_ZERO_MANAGES_PARAMS) != 0;
+  if (manages_params_ && !manages_grads_) {
+    throw Error(Errc::kInvalidArgument,
+                "engine: a ZeRO stage that manages parameters must manage gradients too");
+  }
+  if (!manages_params_) flat_params_ = Tensor::zeros({padded});
   if (!manages_grads_) flat_grads_ = Tensor::zeros({padded});
+  live_.assign(params_.size(), 0);
   std::map<std::string, int64_t> offset_of;
   int64_t off = 0;
   for (Parameter* p : params_) {
     const int64_t n = numel_of(p->shape);
-    Tensor dst = flat_params_.slice(off, p->shape);
-    if (p->value.defined()) {
-      if (p->value.numel() != n || p->value.dtype() != DSPP_F32) {
-        throw Error(Errc::kInvalidArgument, "parameter " + p->name + ": value " +
-                                                p->value.describe() + " does not match its shape");
+    if (p->zero_world > 0) zero::check_partition(*p, *grad_group_);
+    if (!manages_params_) {
+      Tensor dst = flat_params_.slice(off, p->shape);
+      if (p->zero_world > 0) {
+        zero::gather_whole(*p, *grad_group_, dst);  // built under zero::Init
+      } else if (p->value.defined()) {
+        std::memcpy(dst.data(), p->value.data(), dst.nbytes());
       }
-      std::memcpy(dst.data(), p->value.data(), dst.nbytes());
-    } else {
-      dst.zero_();
+      p->value = dst;
+      p->zero_world = 0;
+    } else if (!p->value.defined()) {
+      p->value = Tensor::zeros(p->shape);
     }
-    p->value = dst;
     p->grad = manages_grads_ ? Tensor() : flat_grads_.slice(off, p->shape);
     offset_of[p->name] = off;
     off += n;
@@ -262,8 +340,15 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
     group_setups_.push_back({unset, unset, json.c_str()});
   }
 
-  // Every rank starts from rank 0's parameters (DeepSpeed's _broadcast_model).
-  grad_group_->broadcast(flat_params_, 0);
+  // Every rank starts from rank 0's parameters (DeepSpeed's _broadcast_model); zero::Init
+  // broadcast the ones it partitioned when it built them.
+  if (!manages_params_) {
+    grad_group_->broadcast(flat_params_, 0);
+  } else {
+    for (Parameter* p : params_) {
+      if (p->zero_world == 0) grad_group_->broadcast(p->value, 0);
+    }
+  }
 
   for (size_t i = 0; i < params_.size(); ++i) {
     const Parameter* p = params_[i];
@@ -275,7 +360,7 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
     z.offset_in_flat = offset_of[p->name];
     z.value = p->value.view();
     z.grad = manages_grads_ ? dspp_tensor_view{} : p->grad.view();
-    z.flags = p->flags;
+    z.flags = p->flags | (p->zero_world > 0 ? DSPP_PARAM_PARTITIONED : 0u);
     z.group = group_of[i];  // -1: in no group, not trained (as in DeepSpeed)
     zero_params_.push_back(z);
   }
@@ -291,9 +376,18 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   const double predivide = config_.get_bool("prescale_gradients")
                                ? static_cast<double>(grad_group_->size())
                                : config_.get_double("gradient_predivide_factor");
+  // A stage that manages parameters gets the flat layout's length only (no memory).
+  dspp_tensor_view flat_layout = flat_params_.view();
+  if (manages_params_) {
+    flat_layout = dspp_tensor_view{};
+    flat_layout.dtype = DSPP_F32;
+    flat_layout.ndim = 1;
+    flat_layout.shape[0] = padded;
+    flat_layout.device = cpu_device();
+  }
   ZeroSetup setup{zero_params_.data(),
                   static_cast<int32_t>(zero_params_.size()),
-                  flat_params_.view(),
+                  flat_layout,
                   manages_grads_ ? dspp_tensor_view{} : flat_grads_.view(),
                   grad_group_->comm(),
                   optimizer_.impl.get(),
@@ -303,6 +397,14 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
                   op == "sum" ? 0 : 1,
                   predivide};
   check_plugin(zero_->init(&setup), "zero stage init");
+  if (manages_params_) {
+    // The stage holds the values now: a module sees them only while they are gathered.
+    for (size_t i = 0; i < params_.size(); ++i) {
+      params_[i]->value = Tensor();
+      params_[i]->zero_world = 0;
+      zero_params_[i].value = dspp_tensor_view{};
+    }
+  }
   install_hooks();
   if (optimizer_.impl && scheduler_) {
     check_plugin(scheduler_->init(optimizer_.base_lrs.data(),
@@ -317,7 +419,9 @@ float Engine::forward(const Batch& batch) {
                                             ") is not a TrainableModel with forward_loss()");
   }
   auto t0 = Clock::now();
+  if (!root_params_.empty()) before_forward(root_params_);
   last_loss_ = trainable_->forward_loss(batch);
+  if (!root_params_.empty()) after_forward(root_params_);
   backward_pending_ = true;
   timers_["forward"] += seconds_since(t0);
   return last_loss_;
@@ -341,10 +445,7 @@ void Engine::backward(float loss) {
   if (!root_params_.empty()) before_backward(root_params_);
   // DeepSpeed scales the loss by 1/GA so accumulated gradients average over the window.
   trainable_->backward_loss(1.0f / static_cast<float>(gradient_accumulation_steps()));
-  if (!root_params_.empty()) {
-    check_plugin(zero_->after_backward(root_params_.data(), size_of(root_params_)),
-                 "zero after_backward");
-  }
+  if (!root_params_.empty()) after_backward(root_params_);
   check_plugin(zero_->end_backward(), "zero end_backward");
   backward_pending_ = false;
   timers_["backward"] += seconds_since(t0);

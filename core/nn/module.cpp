@@ -1,10 +1,13 @@
 // Module: the parameter/child tree, the two-half backward of containers and the hooks around
 // every child.
 #include <dspp/error.h>
+#include <dspp/initialize.h>
 #include <dspp/module.h>
 
 #include <unordered_set>
 #include <vector>
+
+#include "engine/zero_init.h"
 
 namespace dspp {
 namespace {
@@ -138,6 +141,9 @@ void Module::add_child(std::string name, std::shared_ptr<Module> child) {
   child->name_ = std::move(name);
   child->rename_parameters();
   children_.push_back(std::move(child));
+  // zero::Init: the child is fully built (its constructor has run): partition it now, so only
+  // one module at a time is ever whole.
+  if (zero::init_context_active()) zero::partition_module(*children_.back());
 }
 
 void Module::rename_parameters() {
@@ -158,7 +164,8 @@ void Module::register_parameter(std::string name, Parameter& p, std::vector<int6
   p.name = prefix.empty() ? name : prefix + "." + name;
   p.shape = shape;
   p.value = Tensor::zeros(shape);
-  p.grad = Tensor::zeros(std::move(shape));
+  // Under zero::Init the engine provides gradients later; the module is partitioned right away.
+  if (!zero::init_context_active()) p.grad = Tensor::zeros(std::move(shape));
   owned_.push_back({std::move(name), &p});
   direct_.push_back(&p);
 }

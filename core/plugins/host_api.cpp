@@ -6,9 +6,11 @@
 #include <dspp/plugins.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "log/log.h"
+#include "tensor/host_memory.h"
 
 namespace dspp {
 namespace {
@@ -48,17 +50,29 @@ dspp_status host_set_error(void* /*self*/, dspp_status code, const char* message
   return code;
 }
 
+// Each block starts with a header that records its size, so host_free can uncharge it.
 void* host_alloc(void* /*self*/, size_t bytes) {
   // aligned_alloc wants a size that is a multiple of the alignment; 0 still gets a real block so
   // that NULL always means out of memory.
-  size_t rounded = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
-  if (rounded == 0) rounded = kHostAlignment;
+  size_t rounded = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment + kHostAlignment;
   if (rounded < bytes) return nullptr;  // overflow
-  return std::aligned_alloc(kHostAlignment, rounded);
+  if (!host_memory::charge(rounded)) return nullptr;
+  auto* base = static_cast<char*>(std::aligned_alloc(kHostAlignment, rounded));
+  if (base == nullptr) {
+    host_memory::uncharge(rounded);
+    return nullptr;
+  }
+  std::memcpy(base, &rounded, sizeof rounded);
+  return base + kHostAlignment;
 }
 
 void host_free(void* /*self*/, void* ptr) {
-  std::free(ptr);
+  if (ptr == nullptr) return;
+  char* base = static_cast<char*>(ptr) - kHostAlignment;
+  size_t rounded = 0;
+  std::memcpy(&rounded, base, sizeof rounded);
+  std::free(base);
+  host_memory::uncharge(rounded);
 }
 
 dspp_host_api make_host_api() {

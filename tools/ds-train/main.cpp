@@ -80,6 +80,7 @@ struct Options {
   std::string eval_data;
   std::string csv;
   std::string dump_params;
+  bool zero_init = false;
   uint64_t seed = 1;
   std::string model = "gpt";
   std::string mlp_task = "classification";
@@ -206,15 +207,17 @@ PreparedConfig prepare_config(const Options& o) {
 
 // --dump-params: every parameter as raw little-endian float32, in the model's order (what the
 // multi-process tests compare with the single-process run).
-void dump_params(dspp::Engine& engine, const std::string& path) {
-  // The flat buffer holds the parameters in the model's order, then the partition padding.
-  int64_t numel = 0;
-  for (const dspp::Parameter* p : engine.module().parameters()) numel += dspp::numel_of(p->shape);
-  const size_t bytes = static_cast<size_t>(numel) * sizeof(float);
+// Every rank takes part (ZeRO 3 gathers the values); `lead` writes.
+void dump_params(dspp::Engine& engine, const std::string& path, bool lead) {
+  dspp::zero::GatheredParameters whole(engine);
+  if (!lead) return;
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) throw dspp::Error(dspp::Errc::kIo, "--dump-params " + path + ": could not be created");
-  const size_t n = std::fwrite(engine.flat_params().data(), 1, bytes, f);
-  const bool ok = std::fclose(f) == 0 && n == bytes;
+  bool ok = true;
+  for (const dspp::Parameter* p : engine.module().parameters()) {
+    ok = ok && std::fwrite(p->value.data(), 1, p->value.nbytes(), f) == p->value.nbytes();
+  }
+  ok = std::fclose(f) == 0 && ok;
   if (!ok) throw dspp::Error(dspp::Errc::kIo, "--dump-params " + path + ": write failed");
 }
 
@@ -269,6 +272,9 @@ ModelInfo build_model(const Options& o, const TrainData& data) {
     }
   }
   ModelInfo m;
+  // --zero-init: each module is partitioned over the ranks as soon as it is built.
+  std::optional<dspp::zero::Init> partitioned;
+  if (o.zero_init) partitioned.emplace();
   if (o.model == "mlp") {
     dspp::MLPConfig c;
     c.sizes.push_back(data.mlp_inputs);
@@ -442,6 +448,7 @@ int run(const Options& o) {
   engine.grad_group()->reset_stats();  // count the training steps' communication only
   double train_seconds = 0.0;
   Score last_eval;
+  dspp::CommStats eval_comm;
   engine.train();
   const Clock::time_point run_start = Clock::now();
   try {
@@ -473,7 +480,15 @@ int run(const Options& o) {
 
       const bool eval_now = step == cfg.steps || (o.eval_every > 0 && step % o.eval_every == 0);
       if (eval_now) {
+        // Held-out forwards communicate too at ZeRO 3 (they gather parameters): kept apart from
+        // the training steps' count.
+        const dspp::CommStats before = engine.grad_group()->stats();
         last_eval = evaluate(engine, held_out, o.eval_batches, data);
+        for (const auto& [op, c] : engine.grad_group()->stats()) {
+          auto it = before.find(op);
+          eval_comm[op].calls += c.calls - (it == before.end() ? 0 : it->second.calls);
+          eval_comm[op].bytes += c.bytes - (it == before.end() ? 0 : it->second.bytes);
+        }
         if (step != cfg.steps) {
           progress.line("eval step " + std::to_string(step) + ": " +
                         describe_score(last_eval, data));
@@ -497,7 +512,7 @@ int run(const Options& o) {
   }
   const double wall = std::chrono::duration<double>(Clock::now() - run_start).count();
   progress.finish();
-  if (!o.dump_params.empty() && lead) dump_params(engine, o.dump_params);
+  if (!o.dump_params.empty()) dump_params(engine, o.dump_params, lead);
 
   const size_t window = std::min<size_t>(kFinalLossWindow, losses.size());
   double train_loss = 0.0;
@@ -521,14 +536,23 @@ int run(const Options& o) {
         at("forward"), at("backward"), at("step"));
   }
   std::printf("ds-train: train loss %.4f (mean of the last %zu steps)\n", train_loss, window);
+  {
+    const dspp::HostMemoryStats h = dspp::host_memory_stats();
+    std::printf(
+        "ds-train: host memory held by dspp on rank 0: peak %lld B%s\n",
+        static_cast<long long>(h.peak),
+        h.limit > 0 ? (" (DSPP_HOST_MEMORY_LIMIT " + std::to_string(h.limit) + " B)").c_str() : "");
+  }
   if (engine.grad_group()->size() > 1) {
     // Per optimizer step, in bytes of the buffers handed to each collective (comm stats count
     // the logical buffer: all_reduce its size, reduce_scatter its input, all_gather its output).
     std::string line = "ds-train: communication per step on rank 0 (group of " +
                        std::to_string(engine.grad_group()->size()) + "):";
     for (const auto& [op, c] : engine.grad_group()->stats()) {
-      line += " " + op + " " + std::to_string(c.calls / cfg.steps) + "x " +
-              std::to_string(c.bytes / cfg.steps) + " B";
+      const dspp::CommCounter e = eval_comm[op];
+      if (c.calls == e.calls) continue;
+      line += " " + op + " " + std::to_string((c.calls - e.calls) / cfg.steps) + "x " +
+              std::to_string((c.bytes - e.bytes) / cfg.steps) + " B";
     }
     std::printf("%s\n", line.c_str());
   }
@@ -591,6 +615,9 @@ int main(int argc, char** argv) {
       "progress line every N steps when stdout is not a terminal (default: steps_per_print)");
   po::options_description model_opts("Model");
   model_opts.add_options()("model", po::value(&o.model)->default_value(o.model), "gpt or mlp")(
+      "zero-init", po::bool_switch(&o.zero_init),
+      "build the model inside zero::Init: each module is partitioned over the ranks as soon as "
+      "it is built (with ZeRO stage 3 no rank ever holds the whole model)")(
       "n-layer", po::value(&o.n_layer)->value_name("N")->default_value(o.n_layer),
       "transformer blocks (MLP: hidden layers)")(
       "n-head", po::value(&o.n_head)->value_name("N")->default_value(o.n_head), "attention heads")(

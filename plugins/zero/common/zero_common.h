@@ -252,14 +252,18 @@ class StageBase : public ZeroStage {
  public:
   explicit StageBase(const dspp_host_api* host) : host_(host) {}
   uint32_t capabilities() const noexcept override { return 0; }
-  dspp_status before_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
+  dspp_status before_forward(const int32_t*, int32_t, dspp_tensor_view*) noexcept override {
+    return DSPP_OK;
+  }
   dspp_status after_forward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
   dspp_status begin_backward() noexcept override { return DSPP_OK; }
-  dspp_status before_backward(const int32_t*, int32_t, dspp_tensor_view*) noexcept override {
+  dspp_status before_backward(const int32_t*, int32_t, dspp_tensor_view*,
+                              dspp_tensor_view*) noexcept override {
     return DSPP_OK;
   }
   dspp_status after_backward(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
   dspp_status end_backward() noexcept override { return DSPP_OK; }
+  dspp_status write_back(const int32_t*, int32_t) noexcept override { return DSPP_OK; }
 
  protected:
   ~StageBase() = default;

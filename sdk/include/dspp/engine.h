@@ -124,7 +124,15 @@ class Engine {
   const std::shared_ptr<ProcessGroup>& grad_group() const { return grad_group_; }
   // Bytes of model states this rank holds, as the ZeRO stage reports them.
   MemoryBreakdown memory_breakdown() const;
-  // The flat fp32 buffers every parameter value / gradient is a view of.
+  // Makes these parameters' whole values visible in Parameter::value (all of them when `params` is
+  // empty) until release_parameters: a collective at ZeRO 3, where the stage gathers them; the
+  // values are always there at stages 0-2. Use zero::GatheredParameters rather than these.
+  void gather_parameters(const std::vector<Parameter*>& params);
+  // Ends gather_parameters. With modifier_rank >= 0, that rank's values (it may have changed them)
+  // are broadcast to every rank and the ZeRO stage takes them over.
+  void release_parameters(const std::vector<Parameter*>& params, int modifier_rank);
+  // The flat fp32 buffers every parameter value / gradient is a view of (empty when the ZeRO stage
+  // manages them: flat_grads from stage 2 on, flat_params at stage 3).
   const Tensor& flat_params() const { return flat_params_; }
   const Tensor& flat_grads() const { return flat_grads_; }
 
@@ -138,7 +146,13 @@ class Engine {
   void setup_parameters(const std::vector<ParamGroup>& groups);
   void map_module_parameters();
   void install_hooks();
+  void before_forward(const std::vector<int32_t>& params);
+  void after_forward(const std::vector<int32_t>& params);
   void before_backward(const std::vector<int32_t>& params);
+  void after_backward(const std::vector<int32_t>& params);
+  void take_values(const std::vector<int32_t>& params);
+  void drop_values(const std::vector<int32_t>& params);
+  std::vector<int32_t> indices_of(const std::vector<Parameter*>& params) const;
   void configure_monitors();
 
   Config config_;
@@ -153,10 +167,13 @@ class Engine {
   std::vector<Parameter*> params_;
   Tensor flat_params_, flat_grads_;
   std::vector<ZeroParam> zero_params_;
-  bool manages_grads_ = false;  // the ZeRO stage hands out gradient memory (stage 2)
+  bool manages_grads_ = false;   // the ZeRO stage hands out gradient memory (stages 2, 3)
+  bool manages_params_ = false;  // the ZeRO stage gathers parameter values per module (stage 3)
+  std::vector<int> live_;        // per parameter: modules between before_* and after_* (stage 3)
   std::unordered_map<const Module*, std::vector<int32_t>> module_params_;
-  std::vector<int32_t> root_params_;          // read by the root model itself, no module below it
-  std::vector<dspp_tensor_view> grad_views_;  // before_backward's answer, reused
+  std::vector<int32_t> root_params_;           // read by the root model itself, no module below it
+  std::vector<dspp_tensor_view> grad_views_;   // before_backward's answer, reused
+  std::vector<dspp_tensor_view> value_views_;  // before_forward's / before_backward's, reused
   int hooks_id_ = 0;
   std::vector<ParamGroupSetup> group_setups_;
   std::vector<std::string> group_options_;  // owns the JSON the setups point to

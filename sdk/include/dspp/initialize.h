@@ -9,6 +9,7 @@
 
 #include <dspp/config.h>
 #include <dspp/data.h>
+#include <dspp/dist.h>
 #include <dspp/engine.h>
 #include <dspp/module.h>
 
@@ -66,11 +67,17 @@ InitializeResult initialize(const InitializeArgs& args);
 
 namespace zero {
 
-// DeepSpeed's zero.Init: while a scope is active, new modules are created already partitioned.
-// initialize() suspends an active scope for its duration and restores it after, as DeepSpeed does.
+// DeepSpeed's zero.Init: while a scope is active, a module added to a parent (register_module)
+// is partitioned as soon as it is built: each parameter is broadcast from rank 0, then every rank
+// keeps only its chunk (Parameter::zero_world/zero_rank), so a model larger than one rank's
+// memory can be built, one module at a time. The ranks are the world (init_distributed() is called
+// when the world is not started yet, as DeepSpeed does) or the group given. initialize() suspends
+// an active scope for its duration and restores it after, as DeepSpeed does; the engine takes the
+// chunks over at any ZeRO stage (stages 0-2 gather them whole, stage 3 keeps them partitioned).
 class Init {
  public:
   Init();
+  explicit Init(std::shared_ptr<ProcessGroup> group);
   ~Init();
   Init(const Init&) = delete;
   Init& operator=(const Init&) = delete;
@@ -78,6 +85,31 @@ class Init {
 
 // True while a zero::Init scope is active on this thread and not suspended.
 bool init_context_active();
+
+// DeepSpeed's zero.GatheredParameters: while it lives, the parameters' whole values are in
+// Parameter::value on every rank (a collective: every rank of the group must build it with the
+// same parameters). With modifier_rank >= 0, what that rank wrote into them is broadcast and kept
+// when the scope ends; other ranks' changes are lost, as in DeepSpeed.
+class GatheredParameters {
+ public:
+  // Parameters built under zero::Init, before initialize() (whole ones are left as they are).
+  explicit GatheredParameters(std::vector<Parameter*> params, int modifier_rank = -1);
+  // An engine's parameters (every one when `params` is empty), at any ZeRO stage.
+  GatheredParameters(Engine& engine, std::vector<Parameter*> params = {}, int modifier_rank = -1);
+  // Releases (see release()); an error there is logged, since a destructor cannot throw.
+  ~GatheredParameters();
+  GatheredParameters(const GatheredParameters&) = delete;
+  GatheredParameters& operator=(const GatheredParameters&) = delete;
+  // Ends the scope now, reporting errors as exceptions. Idempotent.
+  void release();
+
+ private:
+  Engine* engine_ = nullptr;
+  std::vector<Parameter*> params_;
+  std::vector<Tensor> chunks_;  // zero::Init flavour: each parameter's chunk while gathered
+  int modifier_rank_ = -1;
+  bool released_ = false;
+};
 
 }  // namespace zero
 }  // namespace dspp

@@ -37,6 +37,12 @@ struct Parameter {
   // views of its flat buffers (after copying the values there).
   Tensor value;
   Tensor grad;  // backward accumulates into it: zero it between optimizer steps
+  // Built under zero::Init with zero_world > 0 ranks: `value` is only this rank's chunk
+  // [zero_rank * chunk, (zero_rank + 1) * chunk) of the flattened parameter (chunk =
+  // zero_init_chunk(numel, zero_world), kinds/zero.h; zero padding past the end) and `grad` is
+  // empty. zero::GatheredParameters (or the engine) gives the whole value back for a while.
+  int32_t zero_world = 0;
+  int32_t zero_rank = 0;
 };
 
 class Module;

@@ -34,6 +34,18 @@ class Allocator {
 void set_allocator(dspp_device_type type, Allocator* allocator);
 Allocator& allocator_for(dspp_device_type type);
 
+// Host memory held through the core (tensors on the CPU and plugins' host buffers), and the limit
+// DSPP_HOST_MEMORY_LIMIT sets (bytes, with an optional K, M or G suffix; unset or 0: none). An
+// allocation past the limit fails with an error naming the variable: a test knob that stands in
+// for a rank's memory (a model built whole would not fit; built under zero::Init it does).
+struct HostMemoryStats {
+  int64_t in_use = 0;
+  int64_t peak = 0;  // since the start or reset_host_memory_peak()
+  int64_t limit = 0;
+};
+HostMemoryStats host_memory_stats();
+void reset_host_memory_peak();
+
 class Storage;
 
 class Tensor {

@@ -17,6 +17,9 @@ namespace dspp {
 // Read by more than one module (tied weights) or by the root model itself: its gradient is
 // complete only when the whole backward has run (set by the engine for the ZeRO stage).
 #define DSPP_PARAM_SHARED 0x4u
+// The value holds only this rank's chunk (built under zero::Init; see zero_init_chunk in
+// kinds/zero.h). Set by the engine for the ZeRO stage.
+#define DSPP_PARAM_PARTITIONED 0x8u
 
 struct ParamSegment {
   const char* name;  // the parameter's full name, e.g. "h.0.attn.c_attn.weight"

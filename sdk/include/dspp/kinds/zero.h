@@ -12,14 +12,18 @@
 namespace dspp {
 
 // One model parameter as the stage sees it. Stages 0-2 find its value and gradient in the
-// engine's flat buffers at [offset_in_flat, offset_in_flat + numel).
+// engine's flat buffers at [offset_in_flat, offset_in_flat + numel). A stage with
+// DSPP_ZERO_MANAGES_PARAMS gets no flat buffers: offset_in_flat places the parameter in the flat
+// layout it partitions, and `value` holds the initial value it copies its part from: the whole
+// value, or (DSPP_PARAM_PARTITIONED, built under zero::Init) only this rank's chunk of it as
+// zero_init_chunk() lays chunks out.
 struct ZeroParam {
   const char* name;
   int32_t ndim;
   int64_t shape[DSPP_MAX_DIMS];
   int64_t numel;
   int64_t offset_in_flat;
-  dspp_tensor_view value;  // the module's working copy (fp32/bf16/fp16), whole or empty (stage 3)
+  dspp_tensor_view value;  // the module's working copy (fp32/bf16/fp16), whole or a chunk
   dspp_tensor_view grad;   // where backward writes its gradient (empty: the stage manages grads)
   uint32_t flags;          // DSPP_PARAM_*
   int32_t group;           // index into groups; -1: not trained (in no parameter group)
@@ -28,6 +32,15 @@ struct ZeroParam {
 // The flat buffers' length is a multiple of kPartitionAlign x dp->size(), so they split into equal,
 // 64-byte aligned partitions; the elements after the last parameter are zero and belong to none.
 constexpr int64_t kPartitionAlign = 16;
+
+// zero::Init's layout of one parameter over `world` ranks: the flattened value is cut into equal
+// chunks of this many elements (a multiple of kPartitionAlign), rank r holds elements
+// [r * chunk, (r + 1) * chunk) and the part past numel is zero padding. It depends on the
+// parameter alone, so a module is partitioned as soon as it is built, before the model is whole.
+inline int64_t zero_init_chunk(int64_t numel, int64_t world) {
+  const int64_t per_rank = (numel + world - 1) / world;
+  return (per_rank + kPartitionAlign - 1) / kPartitionAlign * kPartitionAlign;
+}
 
 struct ZeroSetup {
   const ZeroParam* params;
@@ -60,6 +73,10 @@ struct MemoryBreakdown {
 // The stage owns gradient memory: ZeroSetup::flat_grads is empty, and the engine points each
 // parameter's gradient where before_backward says, module by module.
 #define DSPP_ZERO_MANAGES_GRADS 0x1u
+// The stage owns parameter memory (ZeRO 3): ZeroSetup::flat_params is empty, each rank keeps its
+// partition, and a parameter's whole value exists only between before_forward/after_forward and
+// before_backward/after_backward (the engine points the module at the views they give).
+#define DSPP_ZERO_MANAGES_PARAMS 0x2u
 
 // The engine calls the stage at fixed points. `params` lists indices into ZeroSetup::params: the
 // parameters one module reads (its own and tied ones).
@@ -67,18 +84,23 @@ class ZeroStage {
  public:
   virtual dspp_status init(const ZeroSetup* setup) noexcept = 0;
   virtual uint32_t capabilities() const noexcept = 0;  // DSPP_ZERO_*
-  // Around a module's forward: stage 3 gathers its parameters before and releases them after.
-  virtual dspp_status before_forward(const int32_t* params, int32_t n) noexcept = 0;
+  // Around a module's forward: a stage with DSPP_ZERO_MANAGES_PARAMS gathers the parameters, sets
+  // values[i] to params[i]'s whole value (valid until the matching after_forward) and releases
+  // them after; others leave values as they are. Calls nest: a parameter read by several modules
+  // (tied) stays gathered until its last after_*.
+  virtual dspp_status before_forward(const int32_t* params, int32_t n,
+                                     dspp_tensor_view* values) noexcept = 0;
   virtual dspp_status after_forward(const int32_t* params, int32_t n) noexcept = 0;
   // Once per micro-step, before the model's backward.
   virtual dspp_status begin_backward() noexcept = 0;
   // Before a module's backward. A stage with DSPP_ZERO_MANAGES_GRADS sets grads[i] to where
-  // params[i]'s gradient accumulates (zeroed at its first use in this backward); others leave
-  // grads as they are.
-  virtual dspp_status before_backward(const int32_t* params, int32_t n,
+  // params[i]'s gradient accumulates (zeroed at its first use in this backward); one with
+  // DSPP_ZERO_MANAGES_PARAMS gathers the values as before_forward does. Others leave both as
+  // they are.
+  virtual dspp_status before_backward(const int32_t* params, int32_t n, dspp_tensor_view* values,
                                       dspp_tensor_view* grads) noexcept = 0;
   // After a module's backward: these gradients are complete (DSPP_PARAM_SHARED ones excepted), so
-  // stage 2 may start reducing them while the rest of backward runs.
+  // stage 2 may start reducing them while the rest of backward runs; stage 3 releases the values.
   virtual dspp_status after_backward(const int32_t* params, int32_t n) noexcept = 0;
   // Once per micro-step, after the model's backward: every gradient of the micro-batch is written.
   virtual dspp_status end_backward() noexcept = 0;
@@ -91,6 +113,10 @@ class ZeroStage {
   // makes updated parameters visible to the module.
   virtual dspp_status step(const StepArgs* args, double grad_scale) noexcept = 0;
   virtual dspp_status zero_grad() noexcept = 0;
+  // The caller changed the values of these gathered parameters (the same on every rank: a
+  // GatheredParameters scope with a modifier rank broadcast them): a stage that keeps its own
+  // copy of parameters takes its part from them. Stages 0-2 read the engine's buffers directly.
+  virtual dspp_status write_back(const int32_t* params, int32_t n) noexcept = 0;
   // Bytes this rank holds for model states.
   virtual dspp_status memory(MemoryBreakdown* out) const noexcept = 0;
 
