@@ -10,7 +10,7 @@ DSPP_JOBS="${DSPP_JOBS:-$(nproc)}"
 
 # The Debian packages dspp builds with. Nothing is downloaded at build time.
 DSPP_DEBS=(cmake make g++ pkg-config libboost-dev libboost-program-options-dev rapidjson-dev catch2
-  libopenblas-dev libgloo-dev)
+  libopenblas-dev libgloo-dev libprotobuf-dev protobuf-compiler)
 
 # Only the tests need these (scripts/test.sh sets DSPP_INSTALL_TEST_DEBS=1): sshd for dsrun's
 # ssh-to-localhost test.

@@ -334,6 +334,34 @@ TEST_CASE("support levels: results-changing features fail, hints warn", "[config
     CHECK(warned_about(l, "wandb.enabled"));
     CHECK_FALSE(warned_about(l, "flops_profiler.enabled"));
   }
+  SECTION("wandb and comet blocks are accepted with a no-effect warning; tensorboard is real") {
+    auto l = load(base + R"("wandb": {"enabled": true, "project": "p"},
+                            "comet": {"enabled": true, "project": "p", "mode": "create"},
+                            "tensorboard": {"enabled": true, "output_path": "runs",
+                                            "job_name": "j"}})");
+    for (const char* key :
+         {"wandb.enabled", "wandb.project", "comet.enabled", "comet.project", "comet.mode"}) {
+      INFO(key);
+      CHECK(warned_about(l, key));
+    }
+    CHECK_FALSE(warned_about(l, "tensorboard"));
+    CHECK(l.config.get_bool("tensorboard.enabled"));
+    CHECK(l.config.get_string("tensorboard.output_path") == "runs");
+    CHECK(l.config.get_string("tensorboard.job_name") == "j");
+    auto d = load(base + R"("tensorboard": {"enabled": true}})");
+    CHECK(d.config.get_string("tensorboard.output_path").empty());
+    CHECK(d.config.get_string("tensorboard.job_name") == "DeepSpeedJobName");
+  }
+  SECTION("dynamic fp16 needs a window and a floor above 0, as DeepSpeed's config checks") {
+    for (const char* key : {"loss_scale_window", "min_loss_scale"}) {
+      INFO(key);
+      const std::string block = std::string(R"("fp16": {"enabled": true, ")") + key + "\": 0";
+      CHECK(load_error(base + block + "}}").find(std::string("fp16.") + key) != std::string::npos);
+      // Static scaling or fp16 off never reads them.
+      CHECK(load_error(base + block + R"(, "loss_scale": 128}})").empty());
+      CHECK(load_error(base + R"("fp16": {"enabled": false, ")" + key + "\": 0}}").empty());
+    }
+  }
   SECTION("removed DeepSpeed features that change results are errors") {
     for (const char* key : {"amp", "elasticity", "progressive_layer_drop", "sparse_attention"}) {
       INFO(key);

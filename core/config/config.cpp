@@ -512,6 +512,20 @@ class Loader {
           "fp16.enabled and bf16.enabled are both true: pick one precision (DeepSpeed refuses "
           "this too)");
     }
+    // DeepSpeed 0.19's DeepSpeedFP16Config checks these only when dynamic scaling is on
+    // (enabled, loss_scale 0): a window of 0 divides by zero, a floor <= 0 lets the scale collapse.
+    if (fp16 && fp16->IsBool() && fp16->GetBool()) {
+      const Value* scale = lookup(impl_.doc, "fp16.loss_scale");
+      if (absent(scale) || (scale->IsNumber() && scale->GetDouble() == 0.0)) {
+        for (const char* key : {"fp16.loss_scale_window", "fp16.min_loss_scale"}) {
+          const Value* v = lookup(impl_.doc, key);
+          if (!absent(v) && v->IsNumber() && v->GetDouble() <= 0.0) {
+            fail(std::string(key) + " must be > 0 when dynamic loss scaling is enabled " +
+                 "(fp16.loss_scale 0), got " + describe(*v));
+          }
+        }
+      }
+    }
   }
 
   std::optional<int64_t> batch_value(const char* key) {

@@ -19,20 +19,18 @@ void register_monitors(ConfigSchema& s) {
                       "Subfolder of output_path for this run."),
               });
 
-  const std::string tb = "dspp writes no TensorBoard event files; csv_monitor has the same events";
-  s.add(Key("tensorboard", kObject, "{}", "TensorBoard monitor of loss, learning rate and scale.")
-            .spec());
-  add_section(
-      s, "tensorboard", Parse::kModel,
-      {
-          Key("enabled", kBool, "false", "Write the TensorBoard monitor's events.")
-              .no_effect(tb, "false"),
-          Key("output_path", kString, "\"\"",
-              "Folder of the events; empty = under the launch directory.")
-              .no_effect(tb, "\"\""),
-          Key("job_name", kString, "\"DeepSpeedJobName\"", "Subfolder of output_path for this run.")
-              .no_effect(tb, "\"DeepSpeedJobName\""),
-      });
+  // DeepSpeed's TensorBoardConfig; the same events as csv_monitor, one event file (tensorboard.h).
+  s.add(Key("tensorboard", kObject, "{}", "TensorBoard monitor of loss and learning rate.").spec());
+  add_section(s, "tensorboard", Parse::kModel,
+              {
+                  Key("enabled", kBool, "false",
+                      "Write Train/Samples/train_loss and lr to a TensorBoard event file on "
+                      "rank 0 (needs a libdspp built with protobuf)."),
+                  Key("output_path", kString, "\"\"",
+                      "Folder of the event files; empty = the launch directory."),
+                  Key("job_name", kString, "\"DeepSpeedJobName\"",
+                      "Subfolder of output_path for this run."),
+              });
 
   const std::string wandb = "dspp has no Weights & Biases monitor";
   s.add(Key("wandb", kObject, "{}", "Weights & Biases monitor.").spec());

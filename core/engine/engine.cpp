@@ -19,6 +19,7 @@
 #include "engine/zero_init.h"
 #include "log/log.h"
 #include "monitor/csv_monitor.h"
+#include "monitor/tensorboard.h"
 
 namespace dspp {
 namespace {
@@ -72,8 +73,12 @@ Engine::Engine(EngineParts parts)
 void Engine::configure_monitors() {
   // DeepSpeed writes monitor events on global rank 0 only.
   if (config_.get_bool("csv_monitor.enabled") && mesh_.rank == 0) {
-    csv_monitor_ = std::make_unique<monitor::CsvMonitor>(
-        config_.get_string("csv_monitor.output_path"), config_.get_string("csv_monitor.job_name"));
+    monitors_.push_back(std::make_unique<monitor::CsvMonitor>(
+        config_.get_string("csv_monitor.output_path"), config_.get_string("csv_monitor.job_name")));
+  }
+  if (config_.get_bool("tensorboard.enabled") && mesh_.rank == 0) {
+    monitors_.push_back(std::make_unique<monitor::TensorBoardMonitor>(
+        config_.get_string("tensorboard.output_path"), config_.get_string("tensorboard.job_name")));
   }
   comms_logger_ = config_.get_bool("comms_logger.enabled");
   if (!comms_logger_) return;
@@ -437,8 +442,8 @@ void Engine::backward(float loss) {
   // monitor gets that sum, the mean loss of this rank's micro-batches in the window, at
   // global_samples before this step's update.
   window_loss_ += loss / static_cast<float>(gradient_accumulation_steps());
-  if (csv_monitor_ && is_gradient_accumulation_boundary()) {
-    csv_monitor_->write_events({{"Train/Samples/train_loss", window_loss_, global_samples_}});
+  if (!monitors_.empty() && is_gradient_accumulation_boundary()) {
+    write_events({{"Train/Samples/train_loss", window_loss_, global_samples_}});
   }
   auto t0 = Clock::now();
   check_plugin(zero_->begin_backward(), "zero begin_backward");
@@ -499,9 +504,7 @@ void Engine::step() {
     zero_grad();
     // DeepSpeed's step(): after the update, group 0's lr (the scheduler has stepped, so the lr of
     // the next step) at the new global_samples.
-    if (csv_monitor_) {
-      csv_monitor_->write_events({{"Train/Samples/lr", get_lr().at(0), global_samples_}});
-    }
+    if (!monitors_.empty()) write_events({{"Train/Samples/lr", get_lr().at(0), global_samples_}});
     // Reported by rank 0 only, as DeepSpeed's log_dist(ranks=[0]); the loss is rank 0's.
     const bool lead = mesh_.rank == 0;
     if (steps_per_print_ > 0 && global_steps_ % steps_per_print_ == 0) {
@@ -521,6 +524,10 @@ void Engine::step() {
   }
   ++micro_steps_;
   timers_["step"] += seconds_since(t0);
+}
+
+void Engine::write_events(const std::vector<monitor::Event>& events) {
+  for (const auto& m : monitors_) m->write_events(events);
 }
 
 void Engine::zero_grad() {

@@ -5,31 +5,26 @@
 // The engine creates it on global rank 0 only.
 #pragma once
 
-#include <cstdint>
 #include <set>
 #include <string>
 #include <vector>
 
-namespace dspp::monitor {
+#include "monitor/event.h"
 
-struct Event {
-  std::string name;  // e.g. "Train/Samples/train_loss"
-  double value = 0.0;
-  int64_t step = 0;  // DeepSpeed's x axis for Train/Samples/*: global_samples
-};
+namespace dspp::monitor {
 
 // Python's repr() of a float (shortest round trip; "2.0", "1e-05", "0.0001"), which is what
 // DeepSpeed's csv.writer writes for the values.
 std::string python_float(double v);
 
-class CsvMonitor {
+class CsvMonitor final : public Monitor {
  public:
   // Creates the folder. An empty output_path is the launch directory (DeepSpeed joins "" and
   // job_name, which is a relative path too).
   CsvMonitor(const std::string& output_path, const std::string& job_name);
 
   // Appends each event to its file and flushes it, so a crashed run keeps every row written.
-  void write_events(const std::vector<Event>& events);
+  void write_events(const std::vector<Event>& events) override;
 
   const std::string& log_dir() const { return log_dir_; }
   // The file an event name goes to.

@@ -2,7 +2,7 @@
 # Run HERE (the development machine) before sending work to the GPU machine: fills .gpu/ (ignored
 # by git) with what one `run` call carries there (see docs/gpu.md):
 #   .gpu/debs/  the Debian packages the GPU machine lacks (RapidJSON, Gloo and Gloo's libraries,
-#               Boost.Program_options 1.83),
+#               protobuf and protoc for the TensorBoard monitor, Boost.Program_options 1.83),
 #               fetched once with `apt-get download` and kept
 #   .gpu/src/   a clean snapshot of the source: `git archive HEAD`, then the files named in
 #               $DSPP_GPU_EXTRA (paths relative to the repo root, whitespace-separated) copied
@@ -11,7 +11,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 G="$ROOT/.gpu"
-DEBS=(rapidjson-dev libgloo-dev libgloo0 libhiredis0.14 libibverbs1 libnl-3-200 libnl-route-3-200)
+DEBS=(rapidjson-dev libgloo-dev libgloo0 libhiredis0.14 libibverbs1 libnl-3-200 libnl-route-3-200
+  libprotobuf-dev libprotobuf32 libprotobuf-lite32 protobuf-compiler libprotoc32)
 # The GPU machine has Boost 1.83's headers but no compiled Boost library: Boost.Program_options
 # 1.83 comes from Debian trixie (bookworm has 1.74), read through a private apt list in /tmp.
 TRIXIE_DEBS=(libboost-program-options1.83.0 libboost-program-options1.83-dev)

@@ -31,8 +31,9 @@
 namespace dspp {
 
 namespace monitor {
-class CsvMonitor;
-}
+class Monitor;
+struct Event;
+}  // namespace monitor
 
 // Which engine initialize() chose (DeepSpeed's routing).
 enum class EngineKind { kEngine, kPipelineEngine, kHybridEngine };
@@ -154,6 +155,7 @@ class Engine {
   void drop_values(const std::vector<int32_t>& params);
   std::vector<int32_t> indices_of(const std::vector<Parameter*>& params) const;
   void configure_monitors();
+  void write_events(const std::vector<monitor::Event>& events);
 
   Config config_;
   std::shared_ptr<Module> model_;
@@ -189,7 +191,8 @@ class Engine {
   double last_grad_norm_ = 0.0;
   float last_loss_ = 0.0f;
   float window_loss_ = 0.0f;  // sum of loss / GA over the accumulation window (DeepSpeed's losses)
-  std::unique_ptr<monitor::CsvMonitor> csv_monitor_;  // rank 0, csv_monitor.enabled
+  // csv_monitor / tensorboard, on global rank 0 only (as DeepSpeed).
+  std::vector<std::unique_ptr<monitor::Monitor>> monitors_;
   bool comms_logger_ = false;
   bool backward_pending_ = false;
   std::map<std::string, double> timers_;
