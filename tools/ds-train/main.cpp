@@ -81,6 +81,9 @@ struct Options {
   std::string csv;
   std::string dump_params;
   bool zero_init = false;
+  std::string save_dir;
+  int64_t save_every = 0;
+  std::string resume;
   uint64_t seed = 1;
   std::string model = "gpt";
   std::string mlp_task = "classification";
@@ -449,10 +452,30 @@ int run(const Options& o) {
   double train_seconds = 0.0;
   Score last_eval;
   dspp::CommStats eval_comm;
+  // --resume: the engine's states and counters from the checkpoint; the loader continues at the
+  // next global batch (global batches are the same at every world size, so the position follows
+  // from global_samples).
+  int64_t first_step = 1;
+  if (!o.resume.empty()) {
+    const dspp::Engine::LoadedCheckpoint got = engine.load_checkpoint(o.resume);
+    if (got.path.empty()) {
+      throw dspp::Error(dspp::Errc::kInvalidArgument,
+                        "--resume " + o.resume + ": no checkpoint there (no 'latest' file)");
+    }
+    const int64_t done = engine.global_samples() / (micro * dp.size());
+    dspp::DataLoaderState st = loader.state();
+    st.epoch = done / loader.len();
+    st.position = done % loader.len();
+    loader.load_state(st);
+    first_step = engine.global_steps() + 1;
+    std::printf("ds-train: resumed from %s at step %lld\n", got.path.c_str(),
+                static_cast<long long>(first_step));
+  }
+  const int64_t steps_run = std::max<int64_t>(1, cfg.steps - first_step + 1);
   engine.train();
   const Clock::time_point run_start = Clock::now();
   try {
-    for (int64_t step = 1; step <= cfg.steps; ++step) {
+    for (int64_t step = first_step; step <= cfg.steps; ++step) {
       const Clock::time_point t0 = Clock::now();
       const std::vector<double> lrs = engine.get_lr();  // this optimizer step's lr
       double loss = 0.0;
@@ -494,6 +517,10 @@ int run(const Options& o) {
                         describe_score(last_eval, data));
         }
       }
+      if (!o.save_dir.empty() &&
+          (step == cfg.steps || (o.save_every > 0 && step % o.save_every == 0))) {
+        engine.save_checkpoint(o.save_dir);
+      }
       if (csv) {
         std::fprintf(csv, "%lld,%.9g,%.6e,%.6f,%.1f,", static_cast<long long>(step), loss, lr,
                      engine.last_grad_norm(), seconds > 0 ? tokens_per_step / seconds : 0.0);
@@ -519,12 +546,12 @@ int run(const Options& o) {
   for (size_t i = losses.size() - window; i < losses.size(); ++i) train_loss += losses[i];
   train_loss /= static_cast<double>(window);
   const double tokens_per_s =
-      train_seconds > 0 ? static_cast<double>(tokens_per_step * cfg.steps) / train_seconds : 0.0;
+      train_seconds > 0 ? static_cast<double>(tokens_per_step * steps_run) / train_seconds : 0.0;
 
   std::printf(
       "ds-train: trained %lld steps in %.1f s (%.1f s in training steps: %s %s/s; "
       "the rest is held-out evaluation)\n",
-      static_cast<long long>(cfg.steps), wall, train_seconds, format_rate(tokens_per_s).c_str(),
+      static_cast<long long>(steps_run), wall, train_seconds, format_rate(tokens_per_s).c_str(),
       data.unit.c_str());
   if (!config.get_bool("wall_clock_breakdown")) {
     // The engine's timers add up over the whole run unless wall_clock_breakdown resets them.
@@ -551,8 +578,8 @@ int run(const Options& o) {
     for (const auto& [op, c] : engine.grad_group()->stats()) {
       const dspp::CommCounter e = eval_comm[op];
       if (c.calls == e.calls) continue;
-      line += " " + op + " " + std::to_string((c.calls - e.calls) / cfg.steps) + "x " +
-              std::to_string((c.bytes - e.bytes) / cfg.steps) + " B";
+      line += " " + op + " " + std::to_string((c.calls - e.calls) / steps_run) + "x " +
+              std::to_string((c.bytes - e.bytes) / steps_run) + " B";
     }
     std::printf("%s\n", line.c_str());
   }
@@ -605,6 +632,12 @@ int main(int argc, char** argv) {
                      "seeds the model's init, the data and its shuffle")(
       "csv", po::value(&o.csv)->value_name("FILE"),
       "write per-step metrics here: step,loss,lr,grad_norm,tokens_per_s,eval_loss,eval_acc")(
+      "save", po::value(&o.save_dir)->value_name("DIR"),
+      "save a checkpoint into DIR at the end (and every --save-every steps): DeepSpeed's "
+      "save_checkpoint, one folder per tag and a 'latest' file")(
+      "save-every", po::value(&o.save_every)->value_name("N"), "with --save: also every N steps")(
+      "resume", po::value(&o.resume)->value_name("DIR"),
+      "continue from DIR's latest checkpoint (any world size or ZeRO stage) up to --steps")(
       "dump-params", po::value(&o.dump_params)->value_name("FILE"),
       "at the end, write every parameter as raw float32 in the model's order (to compare runs)")(
       "eval-every", po::value(&o.eval_every)->value_name("N")->default_value(o.eval_every),

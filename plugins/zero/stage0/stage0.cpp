@@ -74,6 +74,20 @@ class Stage0 final : public zc::StageBase {
     return DSPP_OK;
   }
 
+  dspp_status shard(dspp::ZeroShard* out) noexcept override {
+    return guard([&] {
+      const std::vector<int64_t> b = zc::equal_bounds(flat_numel_, setup_.dp->size());
+      const int32_t r = setup_.dp->rank();
+      *out = {b[r], b[r + 1], zc::slice(setup_.flat_params, b[r], b[r + 1] - b[r]), 0};
+    });
+  }
+
+  dspp_status after_load() noexcept override {
+    return guard([&] {
+      zc::gather_partitions(setup_, zc::equal_bounds(flat_numel_, setup_.dp->size()), false);
+    });
+  }
+
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
       // fp32 training: the parameters are the master weights, so no separate master copy.

@@ -87,6 +87,16 @@ class Stage1 final : public zc::StageBase {
     return DSPP_OK;
   }
 
+  dspp_status shard(dspp::ZeroShard* out) noexcept override {
+    *out = {part_.begin, part_.end, zc::slice(setup_.flat_params, part_.begin, part_.size()),
+            part_.begin};
+    return DSPP_OK;
+  }
+
+  dspp_status after_load() noexcept override {
+    return guard([&] { zc::gather_partitions(setup_, part_.bounds, part_.whole); });
+  }
+
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
       // fp32 training: the parameters are the master weights. Stage 1 keeps whole gradients.

@@ -164,6 +164,18 @@ class Stage3 final : public zc::StageBase {
     });
   }
 
+  dspp_status shard(dspp::ZeroShard* out) noexcept override {
+    *out = {part_.begin, part_.end, zc::host_view(params_.data(), part_.size()), part_.begin};
+    return DSPP_OK;
+  }
+
+  dspp_status after_load() noexcept override {
+    return guard([&] {
+      drop_prefetched();
+      gather_persistent();
+    });
+  }
+
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
       int64_t gathered = 0;

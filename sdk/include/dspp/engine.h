@@ -125,6 +125,26 @@ class Engine {
   const std::shared_ptr<ProcessGroup>& grad_group() const { return grad_group_; }
   // Bytes of model states this rank holds, as the ZeRO stage reports them.
   MemoryBreakdown memory_breakdown() const;
+  // DeepSpeed's save_checkpoint, a collective: every rank writes its shard of the parameters and
+  // of the optimizer's states (safetensors) into save_dir/tag (default tag "global_step<N>"),
+  // rank 0 the manifest (layout, stage, config, counters, client_state: a JSON object), then the
+  // `latest` file (save_latest). Files are written under temporary names and renamed, `latest`
+  // last, so a crash leaves the previous checkpoint loadable. Returns the tag folder.
+  std::string save_checkpoint(const std::string& save_dir, const std::string& tag = "",
+                              const std::string& client_state = "{}", bool save_latest = true);
+  struct LoadedCheckpoint {
+    std::string path;          // the tag folder; empty when there was nothing to load
+    std::string client_state;  // the JSON object save_checkpoint was given
+  };
+  // DeepSpeed's load_checkpoint, a collective: tag "" reads the `latest` file (none: nothing is
+  // loaded, a warning, an empty path). Each rank reads the elements of its own shard, from
+  // whichever shards hold them, so a checkpoint loads at any world size and ZeRO stage.
+  // load_module_only restores only the parameters (no optimizer states, no counters).
+  LoadedCheckpoint load_checkpoint(const std::string& load_dir, const std::string& tag = "",
+                                   bool load_optimizer_states = true,
+                                   bool load_lr_scheduler_states = true,
+                                   bool load_module_only = false);
+
   // Makes these parameters' whole values visible in Parameter::value (all of them when `params` is
   // empty) until release_parameters: a collective at ZeRO 3, where the stage gathers them; the
   // values are always there at stages 0-2. Use zero::GatheredParameters rather than these.

@@ -70,6 +70,17 @@ struct MemoryBreakdown {
   int64_t buffer_bytes;  // reduction and gather buffers (bounded by the bucket sizes)
 };
 
+// What this rank saves and restores in a checkpoint: elements [begin, end) of the flat layout
+// (stage 0: an equal share of it; stages 1-3: the rank's partition) with their fp32 values
+// (writable: a load fills them, then calls after_load), and the flat index the optimizer's states
+// start at (each state view covers [optimizer_begin, optimizer_begin + its length)).
+struct ZeroShard {
+  int64_t begin;
+  int64_t end;
+  dspp_tensor_view values;
+  int64_t optimizer_begin;
+};
+
 // The stage owns gradient memory: ZeroSetup::flat_grads is empty, and the engine points each
 // parameter's gradient where before_backward says, module by module.
 #define DSPP_ZERO_MANAGES_GRADS 0x1u
@@ -117,6 +128,12 @@ class ZeroStage {
   // GatheredParameters scope with a modifier rank broadcast them): a stage that keeps its own
   // copy of parameters takes its part from them. Stages 0-2 read the engine's buffers directly.
   virtual dspp_status write_back(const int32_t* params, int32_t n) noexcept = 0;
+  // This rank's share of the parameters for a checkpoint.
+  virtual dspp_status shard(ZeroShard* out) noexcept = 0;
+  // A checkpoint load wrote every rank's shard values (and the optimizer's states): make the
+  // values visible where the modules read them (stages 0-2 gather the shards into every rank's
+  // flat buffer; stage 3 re-gathers what it keeps whole). Collective.
+  virtual dspp_status after_load() noexcept = 0;
   // Bytes this rank holds for model states.
   virtual dspp_status memory(MemoryBreakdown* out) const noexcept = 0;
 
