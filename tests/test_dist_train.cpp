@@ -223,6 +223,22 @@ TEST_CASE("ZeRO-3 with persistent small parameters and with zero::Init equals on
   }
 }
 
+TEST_CASE("offload_optimizer cpu at stages 1 2 3 equals one process") {
+  // On a CPU-only run the optimizer's states already live in host memory and are stepped by the
+  // CPU kernels: offload changes nothing but must be accepted at every stage and keep the results.
+  const std::vector<std::string> sgd = {"--set", "optimizer.type=SGD", "--set",
+                                        "optimizer.params={\"lr\": 0.05, \"momentum\": 0.9}"};
+  const Run ref = train(1, 1, sgd);
+  for (int stage : {1, 2, 3}) {
+    INFO("stage " << stage);
+    check_same(ref,
+               train(2, 1,
+                     with(sgd, {"--set", "zero_optimization.stage=" + std::to_string(stage),
+                                "--set", "zero_optimization.offload_optimizer.device=cpu"})),
+               1e-6);
+  }
+}
+
 TEST_CASE("zero::Init + ZeRO-3 at world 4 train a model whose whole states exceed a rank's limit") {
   // GPT 4 x 384 wide: Psi ~ 7.1M parameters. Built whole, a rank holds 4 Psi bytes of parameters
   // and 4 Psi of gradients before the engine even starts: 57 MB > the 48 MB limit, and the run
