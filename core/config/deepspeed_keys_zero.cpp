@@ -100,7 +100,10 @@ void register_zero_keys(ConfigSchema& s) {
               .no_effect("dspp's stage 3 releases each module's parameters right after use",
                          "1000000000"),
           Key("stage3_gather_16bit_weights_on_model_save", kBool, "false",
-              "Gather the full 16-bit weights when saving the model at ZeRO-3."),
+              "Gather the full 16-bit weights when saving the model at ZeRO-3.")
+              .no_effect("dspp checkpoints hold every parameter at every stage; `ds-checkpoint "
+                         "export` writes them whole",
+                         "false"),
           Key("stage3_module_granularity_threshold", kInt, "0",
               "Fetch fine-grained modules whole when parameters/descendants is below this.")
               .no_effect(comm_hint, "0"),
