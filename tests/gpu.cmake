@@ -37,6 +37,8 @@ function(dspp_add_gpu_test name)
 endfunction()
 
 dspp_add_gpu_test(test_gpu_device SOURCES test_gpu_device.cpp gpu_kernels.cu)
+# The layer kernels of device/cuda (DeviceKernels) against float64 references.
+dspp_add_gpu_test(test_gpu_kernels SOURCES test_gpu_kernels.cpp)
 
 # Loads on CPU-only machines too: an ordinary test.
 dspp_add_test(test_cuda_plugins SOURCES test_cuda_plugins.cpp)

@@ -57,7 +57,7 @@ quiet cmake --build "$work/host-build" -j2
 
 step "ds-plugins list --path finds the example plugin"
 out=$("$prefix/bin/ds-plugins" list --path "$plugin_dir")
-echo "$out" | grep -E '^scheduler +example_step_decay +1\.0\.0 +abi 1\.0 +/' ||
+echo "$out" | grep -E '^scheduler +example_step_decay +1\.0\.0 +abi 1\.[0-9]+ +/' ||
   fail "example_step_decay not listed:
 $out"
 

@@ -122,6 +122,14 @@ void check_descriptor(const std::string& file, const dspp_plugin_desc& d, uint32
                      "; upgrade dspp or rebuild the plugin against this dspp's SDK");
   }
   if (!d.kind || !d.name) refuse(file, label + " has no kind or no name");
+  // A kind whose interface gained methods within the major: older plugins lack those vtable
+  // slots, so they are refused rather than called past their end.
+  if (std::string_view(d.kind) == DSPP_KIND_ZERO && d.abi_minor < 1) {
+    refuse(file, "plugin " + label + " is built for dspp plugin ABI " +
+                     abi_text(d.abi_major, d.abi_minor) +
+                     "; zero plugins need ABI 1.1 (the kind gained parameter views, write_back, "
+                     "shard and after_load); rebuild it against this dspp's SDK");
+  }
   if (!known_kind(d.kind)) {
     std::vector<std::string> kinds(std::begin(kKinds), std::end(kKinds));
     refuse(file,

@@ -26,12 +26,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "../../common/cuda_check.h"
+#include "kernels.h"
 
 namespace {
 
@@ -76,7 +78,10 @@ std::string hex(const void* p) {
 
 class CudaDevice final : public dspp::Device {
  public:
-  CudaDevice(const dspp_host_api* host, const dspp::plugin::ConfigReader&) : host_(host) {}
+  CudaDevice(const dspp_host_api* host, const dspp::plugin::ConfigReader&)
+      : host_(host),
+        kernels_(dspp::cuda::create_kernels(host, *this, [this] { bind_locked(); }),
+                 &dspp::cuda::destroy_kernels) {}
 
   ~CudaDevice() {
     // Errors are ignored here: at process exit the runtime may already be unloading.
@@ -452,6 +457,9 @@ class CudaDevice final : public dspp::Device {
     });
   }
 
+  // The layer kernels (kernels.cpp): created with the device, they touch CUDA only when called.
+  dspp::DeviceKernels* kernels() noexcept override { return kernels_.get(); }
+
  private:
   struct Block {
     size_t size = 0;       // what cudaMalloc gave
@@ -609,13 +617,19 @@ class CudaDevice final : public dspp::Device {
 
   std::mutex staging_mutex_;
   Staging staging_[2];
+
+  // Declared last, so destroyed first (before the members above): it holds no memory between
+  // calls, only its cuBLASLt handle.
+  std::unique_ptr<dspp::DeviceKernels, void (*)(dspp::DeviceKernels*) noexcept> kernels_;
 };
 
 const dspp_plugin_desc kPlugins[] = {
     dspp::plugin::describe<dspp::Device, CudaDevice>(
         DSPP_KIND_DEVICE, "cuda", "1.0.0",
         "One CUDA GPU: caching allocator (per-stream size classes, no cudaMalloc in steady state), "
-        "streams, events, staged host/device copies, memory statistics."),
+        "streams, events, staged host/device copies, memory statistics; layer kernels (cuBLASLt "
+        "GEMM with epilogues, LayerNorm, GELU, flash-style causal attention, cross-entropy, "
+        "embedding)."),
 };
 
 }  // namespace

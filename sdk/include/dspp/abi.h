@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 #define DSPP_ABI_MAJOR 1
-#define DSPP_ABI_MINOR 0
+#define DSPP_ABI_MINOR 1
 
 // The entry symbol carries the ABI major in its name, so a library built for another major is
 // recognised as such (its symbol is simply not the one we look up) instead of being misread.

@@ -33,6 +33,8 @@ struct DeviceMemoryStats {
   uint64_t device_total_memory;  // the GPU's memory
 };
 
+class DeviceKernels;  // the layer kernels, below
+
 class Device {
  public:
   // Visible GPUs; 0 when the runtime loads but sees no GPU or no driver.
@@ -85,8 +87,136 @@ class Device {
   // Sets `bytes` bytes of device memory to `value`, ordered on `stream`.
   virtual dspp_status memset(void* dst, int32_t value, size_t bytes, void* stream) noexcept = 0;
 
+  // Appended in ABI 1.1: a plugin built against an older header has no such slot, so the host
+  // calls it only on plugins whose descriptor's abi_minor is at least 1. The layer kernels of this device, or NULL when it has none; they live as long as the
+  // device and run on its GPU.
+  virtual DeviceKernels* kernels() noexcept { return nullptr; }
+
  protected:
   ~Device() = default;
+};
+
+// ---- Layer kernels --------------------------------------------------------------------------
+// What the layers of <dspp/nn.h> (Linear, LayerNorm, GELU, causal self-attention, Embedding,
+// cross-entropy) need on a GPU, with the CPU layers' formulas. Every tensor is a view of this
+// device's memory (device.type DSPP_DEVICE_CUDA); all work is enqueued on `stream` (NULL: the
+// legacy default stream) and the call returns without waiting. Scratch memory comes from the
+// device's caching allocator, ordered on `stream`. A view's dspp_tensor_view::stream is not read.
+//
+// Floating tensors are f32, bf16 or f16 ("float" below); arithmetic is f32 (some sums f64, as the
+// CPU layer does), outputs are rounded once to their dtype. A "matrix" view of any rank is
+// [product of all dimensions but the last, last dimension]. Arguments named optional may be NULL.
+// A bad shape or dtype fails with DSPP_ERR_INVALID_ARGUMENT and a message naming the argument;
+// nothing is enqueued then.
+
+#define DSPP_DEVICE_KERNELS_VERSION 1
+
+// gemm epilogues: what is applied to alpha op(a) op(b) + beta c before it is stored in c.
+#define DSPP_GEMM_EPILOGUE_NONE 0
+#define DSPP_GEMM_EPILOGUE_BIAS 1       // + bias[col]
+#define DSPP_GEMM_EPILOGUE_GELU 2       // gelu(...) (tanh approximation, as GELU)
+#define DSPP_GEMM_EPILOGUE_BIAS_GELU 3  // gelu(... + bias[col])
+// gemm flags
+#define DSPP_GEMM_ALLOW_TF32 0x1u  // f32 inputs may be multiplied as TF32 (10-bit mantissa)
+
+class DeviceKernels {
+ public:
+  // DSPP_DEVICE_KERNELS_VERSION of the plugin: methods are only ever appended, each one saying
+  // the version that brought it.
+  virtual uint32_t version() const noexcept = 0;
+
+  // c = epilogue(alpha op(a) op(b) + beta c), row-major, op(x) = x^T when trans_x != 0. With the
+  // matrices op(a) [M, K], op(b) [K, N], c [M, N]. a and b: one float dtype; c: theirs or f32.
+  // Linear: y = x W^T + b is gemm(x, 0, W, 1, y, 1, 0, BIAS, b); dx = dy W is gemm(dy, 0, W, 0,
+  // dx, 1, 0); dW += dy^T x is gemm(dy, 1, x, 0, dW, 1, 1). bias: [N] in c's dtype (BIAS
+  // epilogues). pre_gelu (optional, GELU epilogues): receives the GELU input, like c, for
+  // gelu_backward. flags: DSPP_GEMM_*.
+  virtual dspp_status gemm(const dspp_tensor_view* a, int32_t trans_a, const dspp_tensor_view* b,
+                           int32_t trans_b, const dspp_tensor_view* c, float alpha, float beta,
+                           int32_t epilogue, const dspp_tensor_view* bias,
+                           const dspp_tensor_view* pre_gelu, uint32_t flags,
+                           void* stream) noexcept = 0;
+  // db[n] = (accumulate ? db[n] : 0) + sum_m dy[m, n]: Linear's bias gradient. dy: a float
+  // matrix [M, N]; db: [N], f32 or dy's dtype. Summed in a fixed order (deterministic).
+  virtual dspp_status bias_grad(const dspp_tensor_view* dy, const dspp_tensor_view* db,
+                                int32_t accumulate, void* stream) noexcept = 0;
+
+  // LayerNorm over the last dimension C: y = (x - mean) rstd weight + bias, rstd = 1/sqrt(var +
+  // eps) with the biased variance. x, y [..., C] of one float dtype; weight, bias [C] in it too;
+  // mean, rstd (optional, f32 [rows]) receive what backward needs.
+  virtual dspp_status layernorm_forward(const dspp_tensor_view* x, const dspp_tensor_view* weight,
+                                        const dspp_tensor_view* bias, float eps,
+                                        const dspp_tensor_view* y, const dspp_tensor_view* mean,
+                                        const dspp_tensor_view* rstd, void* stream) noexcept = 0;
+  // dx (optional, like x) = the input gradient, overwritten; dweight, dbias (optional, [C], f32
+  // or x's dtype) += the parameter gradients (summed over rows in a fixed order).
+  virtual dspp_status layernorm_backward(const dspp_tensor_view* dy, const dspp_tensor_view* x,
+                                         const dspp_tensor_view* weight,
+                                         const dspp_tensor_view* mean, const dspp_tensor_view* rstd,
+                                         const dspp_tensor_view* dx,
+                                         const dspp_tensor_view* dweight,
+                                         const dspp_tensor_view* dbias, void* stream) noexcept = 0;
+
+  // GELU, tanh approximation: y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). x and y of one
+  // shape and float dtype (y may be x).
+  virtual dspp_status gelu_forward(const dspp_tensor_view* x, const dspp_tensor_view* y,
+                                   void* stream) noexcept = 0;
+  // dx = gelu'(x) dy (dx may be dy).
+  virtual dspp_status gelu_backward(const dspp_tensor_view* x, const dspp_tensor_view* dy,
+                                    const dspp_tensor_view* dx, void* stream) noexcept = 0;
+
+  // Softmax cross-entropy over the last dimension V of logits [..., V] (float) with targets
+  // [...] (i32); rows whose target is ignore_index count for nothing. With n the number of
+  // counted rows: losses (optional, f32 [rows]) = lse - logit[target] (0 for ignored rows);
+  // mean_loss (optional, f32, one element) = their sum / n (0 when n is 0); dlogits (optional,
+  // like logits, may be logits itself) = scale (softmax - onehot) / n (zero rows for ignored
+  // ones). A target outside [0, V) that is not ignore_index gives a NaN loss and a zero row.
+  virtual dspp_status cross_entropy(const dspp_tensor_view* logits, const dspp_tensor_view* targets,
+                                    int64_t ignore_index, float scale,
+                                    const dspp_tensor_view* losses,
+                                    const dspp_tensor_view* mean_loss,
+                                    const dspp_tensor_view* dlogits, void* stream) noexcept = 0;
+
+  // out[..., :] = weight[ids[...], :]. ids i32 [...]; weight [num, dim] float; out [..., dim] in
+  // weight's dtype. Ids are not checked against num (the caller has them on the host): an id
+  // outside [0, num) gives a zero row.
+  virtual dspp_status embedding_forward(const dspp_tensor_view* ids, const dspp_tensor_view* weight,
+                                        const dspp_tensor_view* out, void* stream) noexcept = 0;
+  // dweight[ids[i], :] += dout[i, :], in token order for each row of the table (deterministic;
+  // the same additions in the same order as the CPU layer). dweight [num, dim]: f32 or dout's
+  // dtype. Ids outside [0, num) are skipped.
+  virtual dspp_status embedding_backward(const dspp_tensor_view* ids, const dspp_tensor_view* dout,
+                                         const dspp_tensor_view* dweight,
+                                         void* stream) noexcept = 0;
+
+  // Causal self-attention core, GPT-2 layout: qkv [B, T, 3C] (q, k, v side by side; head h at
+  // columns h*hs of each, hs = C / n_head, hs <= 128) -> y [B, T, C] (qkv's dtype), y[t] =
+  // softmax_{t2 <= t}(q[t] . k[t2] / sqrt(hs)) v; lse (f32 [B, n_head, T]) receives each row's
+  // log-sum-exp for backward.
+  virtual dspp_status attention_forward(const dspp_tensor_view* qkv, int32_t n_head,
+                                        const dspp_tensor_view* y, const dspp_tensor_view* lse,
+                                        void* stream) noexcept = 0;
+  // dqkv [B, T, 3C] (overwritten) from dy [B, T, C] and the forward's qkv, y and lse.
+  virtual dspp_status attention_backward(const dspp_tensor_view* qkv, const dspp_tensor_view* y,
+                                         const dspp_tensor_view* lse, const dspp_tensor_view* dy,
+                                         int32_t n_head, const dspp_tensor_view* dqkv,
+                                         void* stream) noexcept = 0;
+
+  // Elementwise, all of one shape (any float dtype each unless said): out = a + b (a, b, out of
+  // one dtype; out may be a or b): the residual add.
+  virtual dspp_status add(const dspp_tensor_view* a, const dspp_tensor_view* b,
+                          const dspp_tensor_view* out, void* stream) noexcept = 0;
+  // out = alpha x (one dtype; out may be x).
+  virtual dspp_status scale(const dspp_tensor_view* x, float alpha, const dspp_tensor_view* out,
+                            void* stream) noexcept = 0;
+  // Every element of out (float or i32) = value.
+  virtual dspp_status fill(const dspp_tensor_view* out, double value, void* stream) noexcept = 0;
+  // out = x converted (round to nearest even) between f32, bf16 and f16.
+  virtual dspp_status cast(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                           void* stream) noexcept = 0;
+
+ protected:
+  ~DeviceKernels() = default;
 };
 
 }  // namespace dspp
