@@ -88,8 +88,8 @@ class Device {
   virtual dspp_status memset(void* dst, int32_t value, size_t bytes, void* stream) noexcept = 0;
 
   // Appended in ABI 1.1: a plugin built against an older header has no such slot, so the host
-  // calls it only on plugins whose descriptor's abi_minor is at least 1. The layer kernels of this device, or NULL when it has none; they live as long as the
-  // device and run on its GPU.
+  // calls it only on plugins whose descriptor's abi_minor is at least 1. The layer kernels of this
+  // device, or NULL when it has none; they live as long as the device and run on its GPU.
   virtual DeviceKernels* kernels() noexcept { return nullptr; }
 
  protected:
