@@ -205,7 +205,7 @@ TEST_CASE("initialize gives a DataLoader of the micro batch, and the engine refu
   CHECK(error_of([&] { r.engine->backward(0.f); }).find("no forward()") != std::string::npos);
 
   dspp::InitializeArgs bad = a;
-  bad.config = R"({"train_batch_size": 2, "bf16": {"enabled": true}})";
+  bad.config = R"({"train_batch_size": 2, "bf16": {"enabled": true}, "fp16": {"enabled": true}})";
   CHECK(error_of([&] { dspp::initialize(bad); }).find("bf16.enabled") != std::string::npos);
   bad.config = R"({"train_batch_size": 2, "zero_optimization": {"stage": 2}})";
   CHECK(error_of([&] { dspp::initialize(bad); }).find("needs an \"optimizer\" section") !=

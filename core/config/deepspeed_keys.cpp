@@ -145,7 +145,10 @@ void register_top_level_keys(ConfigSchema& s) {
       {
           Key("enabled", kBool, "false", "Train in fp16 with dynamic or static loss scaling."),
           Key("auto_cast", kBool, "false",
-              "Cast floating-point inputs of forward() to fp16 before the model sees them."),
+              "Cast floating-point inputs of forward() to fp16 before the model sees them.")
+              .no_effect("dspp's CPU layers take fp32 inputs (the 16-bit values are the "
+                         "parameters')",
+                         "false"),
           Key("loss_scale", kFloat, "0", "Static loss scale; 0 selects dynamic loss scaling.")
               .min(0.0),
           Key("initial_scale_power", kInt, "16", "Dynamic scaling starts at 2^this."),
@@ -164,7 +167,10 @@ void register_top_level_keys(ConfigSchema& s) {
       {
           Key("enabled", kBool, "false", "Train in bf16 with fp32 master weights."),
           Key("immediate_grad_update", kBool, "false",
-              "Add each bf16 gradient into the fp32 accumulator as soon as it is produced."),
+              "Add each bf16 gradient into the fp32 accumulator as soon as it is produced.")
+              .no_effect(
+                  "a memory hint: dspp's stages already accumulate reduced gradients in fp32",
+                  "false"),
           Key("check_grad_overflow", kBool, "true",
               "Skip the optimizer step when a gradient is inf or NaN."),
           Key("bf16_master_weights_and_grads", kBool, "false",

@@ -1,12 +1,14 @@
 // The training engine: flat fp32 parameter/gradient buffers, DeepSpeed's micro-step and
-// accumulation-boundary semantics, global-norm clipping, the LR scheduler; the ZeRO stage plugin
-// reduces gradients across ranks and steps the optimizer.
+// accumulation-boundary semantics, global-norm clipping, the LR scheduler, fp16 loss scaling
+// (DeepSpeed's overflow skips); the ZeRO stage plugin reduces gradients across ranks, steps the
+// optimizer, and keeps the fp32 master weights under mixed precision.
 #include <dspp/engine.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -20,6 +22,7 @@
 #include "log/log.h"
 #include "monitor/csv_monitor.h"
 #include "monitor/tensorboard.h"
+#include "precision/loss_scaler.h"
 
 namespace dspp {
 namespace {
@@ -64,6 +67,24 @@ Engine::Engine(EngineParts parts)
   gradient_clipping_ = config_.get_double("gradient_clipping");
   steps_per_print_ = config_.has("steps_per_print") ? config_.get_int("steps_per_print") : 0;
   wall_clock_breakdown_ = config_.get_bool("wall_clock_breakdown");
+  const bool fp16 = config_.get_bool("fp16.enabled");
+  const bool bf16 = config_.get_bool("bf16.enabled");
+  working_dtype_ = fp16 ? DSPP_F16 : (bf16 ? DSPP_BF16 : DSPP_F32);
+  // DeepSpeed: without ZeRO, fp16 goes through FP16_Optimizer (no hysteresis); ZeRO 1-3 use
+  // DynamicLossScaler. Other precisions get a static scale of 1.
+  scaler_ = std::make_unique<precision::LossScaler>(precision::LossScaler::from_config(
+      config_, config_.get_int("zero_optimization.stage") == 0 ? precision::Fp16Path::kFp16Optimizer
+                                                               : precision::Fp16Path::kZero));
+  check_overflow_ = fp16 || (bf16 && config_.get_bool("bf16.check_grad_overflow"));
+  if (const char* v = std::getenv("DSPP_TEST_INF_GRAD"); v && *v) {
+    long long st = -1, rk = -1;
+    if (std::sscanf(v, "%lld:%lld", &st, &rk) != 2 || st < 1 || rk < 0) {
+      throw Error(Errc::kInvalidArgument,
+                  std::string("DSPP_TEST_INF_GRAD must be <global_step>:<rank>, got '") + v + "'");
+    }
+    inf_grad_step_ = st;
+    inf_grad_rank_ = rk;
+  }
   // Before the parameters are set up, so the comms logger sees the initial broadcast (DeepSpeed
   // configures it before _broadcast_model too).
   configure_monitors();
@@ -229,6 +250,18 @@ void Engine::before_backward(const std::vector<int32_t>& idx) {
 }
 
 void Engine::after_backward(const std::vector<int32_t>& idx) {
+  // DSPP_TEST_INF_GRAD: here the module's gradients are written and the stage has not read them
+  // yet (stages 2-3 reduce a bucket only once a later module needs room, or at end_backward).
+  if (inf_grad_step_ == global_steps_ + 1 && inf_grad_done_ != inf_grad_step_ &&
+      inf_grad_rank_ == mesh_.rank && is_gradient_accumulation_boundary()) {
+    for (int32_t i : idx) {
+      Parameter* p = params_[static_cast<size_t>(i)];
+      if (zero_params_[static_cast<size_t>(i)].group < 0 || !p->grad.defined()) continue;
+      p->grad.data<float>()[0] = std::numeric_limits<float>::infinity();
+      inf_grad_done_ = inf_grad_step_;
+      break;
+    }
+  }
   check_plugin(zero_->after_backward(idx.data(), size_of(idx)), "zero after_backward");
   drop_values(idx);
 }
@@ -400,7 +433,8 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
                   static_cast<int32_t>(group_setups_.size()),
                   cpu_device(),
                   op == "sum" ? 0 : 1,
-                  predivide};
+                  predivide,
+                  working_dtype_};
   check_plugin(zero_->init(&setup), "zero stage init");
   if (manages_params_) {
     // The stage holds the values now: a module sees them only while they are gathered.
@@ -448,8 +482,10 @@ void Engine::backward(float loss) {
   auto t0 = Clock::now();
   check_plugin(zero_->begin_backward(), "zero begin_backward");
   if (!root_params_.empty()) before_backward(root_params_);
-  // DeepSpeed scales the loss by 1/GA so accumulated gradients average over the window.
-  trainable_->backward_loss(1.0f / static_cast<float>(gradient_accumulation_steps()));
+  // DeepSpeed scales the loss by 1/GA so accumulated gradients average over the window, and by the
+  // loss scale under fp16 (a power of two: the product is exact).
+  trainable_->backward_loss(static_cast<float>(scaler_->loss_scale()) /
+                            static_cast<float>(gradient_accumulation_steps()));
   if (!root_params_.empty()) after_backward(root_params_);
   check_plugin(zero_->end_backward(), "zero end_backward");
   backward_pending_ = false;
@@ -479,51 +515,91 @@ void Engine::step() {
     double sq_norm = 0.0;
     int32_t overflow = 0;
     check_plugin(zero_->reduce_gradients(&sq_norm, &overflow), "zero reduce_gradients");
-    last_grad_norm_ = std::sqrt(sq_norm);
-    // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
-    double coef = 1.0;
-    if (gradient_clipping_ > 0.0)
-      coef = std::min(1.0, gradient_clipping_ / (last_grad_norm_ + 1e-6));
+    const double scale = scaler_->loss_scale();
+    // The norm of the true (unscaled) gradient, as DeepSpeed reports it.
+    last_grad_norm_ = std::sqrt(sq_norm) / scale;
     std::vector<double> lrs = get_lr();
-    std::vector<double> betas(lrs.size());
-    bool have_betas =
-        scheduler_ && scheduler_->momentum_at(scheduler_steps_, betas.data()) == DSPP_OK;
-    // Without a scheduler the optimizer uses the lrs it resolved itself (Muon's muon_lr/adam_lr
-    // differ from optimizer.params.lr); with one, the schedule's lr is the lr, as in DeepSpeed.
-    // The stage fills in its own params/grads views.
-    StepArgs args{{},
-                  {},
-                  scheduler_ ? lrs.data() : nullptr,
-                  have_betas ? betas.data() : nullptr,
-                  global_steps_ + 1};
-    check_plugin(zero_->step(&args, coef), "zero step");
-    ++scheduler_steps_;
+    // `overflow` is the same on every rank, so every rank skips or steps alike.
+    if (check_overflow_ && overflow != 0) {
+      // DeepSpeed's _take_model_step on overflow: no optimizer step, no scheduler step, the
+      // gradients dropped, the scale lowered; global_steps/global_samples still advance below.
+      ++skipped_steps_;
+      scaler_->update_scale(true);
+      if (mesh_.rank == 0) {
+        std::ostringstream m;
+        m << "gradient overflow at step " << global_steps_ + 1 << ": step skipped, loss scale "
+          << scale << " -> " << scaler_->loss_scale();
+        log::info("engine", m.str());
+      }
+    } else {
+      take_step(lrs, scale);
+      scaler_->update_scale(false);
+    }
     ++global_steps_;
     global_samples_ += train_batch_size();
     window_loss_ = 0.0f;
     zero_grad();
     // DeepSpeed's step(): after the update, group 0's lr (the scheduler has stepped, so the lr of
-    // the next step) at the new global_samples.
-    if (!monitors_.empty()) write_events({{"Train/Samples/lr", get_lr().at(0), global_samples_}});
-    // Reported by rank 0 only, as DeepSpeed's log_dist(ranks=[0]); the loss is rank 0's.
-    const bool lead = mesh_.rank == 0;
-    if (steps_per_print_ > 0 && global_steps_ % steps_per_print_ == 0) {
-      std::ostringstream line;
-      line << "step=" << global_steps_ << " skipped=" << skipped_steps_ << " lr=[";
-      for (size_t i = 0; i < lrs.size(); ++i) line << (i ? ", " : "") << lrs[i];
-      line << "] loss=" << last_loss_ << " grad_norm=" << last_grad_norm_;
-      if (lead) log::info("engine", line.str());
-      if (wall_clock_breakdown_) {
-        std::ostringstream t;
-        t << "time (ms) over the last " << steps_per_print_ << " steps:";
-        for (const auto& [name, sec] : timers_) t << " " << name << "=" << sec * 1e3;
-        if (lead) log::info("engine", t.str());
-        timers_.clear();
+    // the next step) at the new global_samples, and under fp16 the loss scale.
+    if (!monitors_.empty()) {
+      std::vector<monitor::Event> ev{{"Train/Samples/lr", get_lr().at(0), global_samples_}};
+      if (working_dtype_ == DSPP_F16) {
+        ev.push_back({"Train/Samples/loss_scale", scaler_->loss_scale(), global_samples_});
       }
+      write_events(ev);
     }
+    print_progress(lrs);
   }
   ++micro_steps_;
   timers_["step"] += seconds_since(t0);
+}
+
+void Engine::take_step(const std::vector<double>& lrs, double scale) {
+  // Unscale and clip in one factor, clipping on the unscaled norm (torch's clip_grad_norm_:
+  // max_norm / (norm + 1e-6) when that is below 1), as DeepSpeed's unscale_and_clip_grads.
+  double coef = 1.0;
+  if (gradient_clipping_ > 0.0) coef = std::min(1.0, gradient_clipping_ / (last_grad_norm_ + 1e-6));
+  coef /= scale;
+  std::vector<double> betas(lrs.size());
+  bool have_betas =
+      scheduler_ && scheduler_->momentum_at(scheduler_steps_, betas.data()) == DSPP_OK;
+  // Without a scheduler the optimizer uses the lrs it resolved itself (Muon's muon_lr/adam_lr
+  // differ from optimizer.params.lr); with one, the schedule's lr is the lr, as in DeepSpeed.
+  // The stage fills in its own params/grads views.
+  StepArgs args{{},
+                {},
+                scheduler_ ? lrs.data() : nullptr,
+                have_betas ? betas.data() : nullptr,
+                global_steps_ + 1};
+  check_plugin(zero_->step(&args, coef), "zero step");
+  ++scheduler_steps_;
+}
+
+void Engine::print_progress(const std::vector<double>& lrs) {
+  // Reported by rank 0 only, as DeepSpeed's log_dist(ranks=[0]); the loss is rank 0's.
+  const bool lead = mesh_.rank == 0;
+  if (steps_per_print_ > 0 && global_steps_ % steps_per_print_ == 0) {
+    std::ostringstream line;
+    line << "step=" << global_steps_ << " skipped=" << skipped_steps_ << " lr=[";
+    for (size_t i = 0; i < lrs.size(); ++i) line << (i ? ", " : "") << lrs[i];
+    line << "] loss=" << last_loss_ << " grad_norm=" << last_grad_norm_;
+    if (lead) log::info("engine", line.str());
+    if (wall_clock_breakdown_) {
+      std::ostringstream t;
+      t << "time (ms) over the last " << steps_per_print_ << " steps:";
+      for (const auto& [name, sec] : timers_) t << " " << name << "=" << sec * 1e3;
+      if (lead) log::info("engine", t.str());
+      timers_.clear();
+    }
+  }
+}
+
+double Engine::loss_scale() const {
+  return scaler_->loss_scale();
+}
+
+const char* Engine::precision() const {
+  return working_dtype_ == DSPP_F16 ? "fp16" : (working_dtype_ == DSPP_BF16 ? "bf16" : "fp32");
 }
 
 void Engine::write_events(const std::vector<monitor::Event>& events) {

@@ -19,6 +19,7 @@
 #include <rapidjson/writer.h>
 
 #include "log/log.h"
+#include "precision/loss_scaler.h"
 
 namespace dspp {
 namespace {
@@ -125,6 +126,23 @@ std::string Engine::save_checkpoint(const std::string& save_dir, const std::stri
       out.Key(key);
       out.Int64(v);
     }
+    // The loss scaler's changing state (DeepSpeed pickles the scaler into its optimizer states),
+    // so a resumed fp16 run goes on with the same scale and the same distance to the next raise.
+    // Written under fp16 only: other precisions have no scale to keep.
+    const precision::LossScalerState& ls = scaler_->state();
+    if (working_dtype_ == DSPP_F16) {
+      out.Key("loss_scaler");
+      out.StartObject();
+      out.Key("cur_scale");
+      out.Double(ls.cur_scale);
+      out.Key("cur_iter");
+      out.Int64(ls.cur_iter);
+      out.Key("last_overflow_iter");
+      out.Int64(ls.last_overflow_iter);
+      out.Key("cur_hysteresis");
+      out.Int64(ls.cur_hysteresis);
+      out.EndObject();
+    }
     out.Key("client_state");
     client.Accept(out);
     out.EndObject();
@@ -223,6 +241,25 @@ Engine::LoadedCheckpoint Engine::load_checkpoint(const std::string& load_dir,
     micro_steps_ = counter("micro_steps");
     skipped_steps_ = counter("skipped_steps");
     if (load_lr_scheduler_states) scheduler_steps_ = counter("scheduler_steps");
+    // A checkpoint of a run that was not fp16 has no scaler state: the scaler stays as the config
+    // made it (and one of an fp16 run does not move a bf16/fp32 run's scale of 1).
+    if (working_dtype_ == DSPP_F16 && counters.HasMember("loss_scaler") &&
+        counters["loss_scaler"].IsObject()) {
+      const rapidjson::Value& ls = counters["loss_scaler"];
+      auto field = [&](const char* key) -> const rapidjson::Value& {
+        if (!ls.HasMember(key) || !ls[key].IsNumber()) {
+          throw Error(Errc::kInvalidArgument,
+                      "checkpoint " + dir.string() + ": manifest loss_scaler lacks '" + key + "'");
+        }
+        return ls[key];
+      };
+      precision::LossScalerState st;
+      st.cur_scale = field("cur_scale").GetDouble();
+      st.cur_iter = field("cur_iter").GetInt64();
+      st.last_overflow_iter = field("last_overflow_iter").GetInt64();
+      st.cur_hysteresis = field("cur_hysteresis").GetInt64();
+      scaler_->load_state(st);
+    }
   }
   LoadedCheckpoint out;
   out.path = dir.string();

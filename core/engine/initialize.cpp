@@ -182,14 +182,6 @@ void run_flaggers(const Config& cfg, Module& model, const PluginRegistry& reg) {
   for (size_t i = 0; i < params.size(); ++i) params[i]->flags = fp[i].flags;
 }
 
-void check_engine_support(const Config& cfg) {
-  if (cfg.get_bool("fp16.enabled") || cfg.get_bool("bf16.enabled")) {
-    throw Error(Errc::kConfig, std::string(cfg.get_bool("fp16.enabled") ? "fp16" : "bf16") +
-                                   ".enabled: mixed precision is not available in this dspp "
-                                   "release; train in fp32 (set it to false)");
-  }
-}
-
 std::shared_ptr<ZeroStage> make_zero_stage(const Config& cfg, const PluginRegistry& reg) {
   const int64_t stage = cfg.get_int("zero_optimization.stage");
   const std::string name = "stage" + std::to_string(stage);
@@ -281,7 +273,6 @@ InitializeResult initialize(const InitializeArgs& a) {
                                     to_string(kind) +
                                     ", which is not available in this dspp release");
   }
-  check_engine_support(cfg);
 
   EngineOptimizer optimizer{a.optimizer, {}};
   std::string opt_name;

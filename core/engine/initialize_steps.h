@@ -28,9 +28,6 @@ void merge_autotp(const Config& cfg, Mesh& mesh);
 // Step 6: parameter flaggers (Muon's use_muon when optimizer.type is Muon).
 void run_flaggers(const Config& cfg, Module& model, const PluginRegistry& reg);
 
-// What this release's Engine can run: fp32. Errors name the key.
-void check_engine_support(const Config& cfg);
-
 // The zero/stage<N> plugin for zero_optimization.stage; an error lists the installed stages.
 std::shared_ptr<ZeroStage> make_zero_stage(const Config& cfg, const PluginRegistry& reg);
 

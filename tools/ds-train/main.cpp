@@ -378,15 +378,25 @@ int run(const Options& o) {
   if (config.has("scheduler.type")) {
     scheduler = config.get_string("scheduler.type") + " " + config.get_json("scheduler.params");
   }
+  // Mixed precision: the 16-bit type of the parameters the model computes with (fp32 master
+  // weights), and for fp16 the loss scaling.
+  std::string precision = engine.precision();
+  if (precision == "fp16") {
+    precision += config.get_double("fp16.loss_scale") > 0
+                     ? " (static loss scale " + std::to_string(engine.loss_scale()) + ")"
+                     : " (dynamic loss scale from 2^" +
+                           std::to_string(config.get_int("fp16.initial_scale_power")) + ")";
+  }
+  if (precision != "fp32") precision += ", fp32 master weights";
   std::printf("ds-train: config %s\n", cfg.origin.c_str());
   std::printf("ds-train:   optimizer %s\n", optimizer.c_str());
   std::printf("ds-train:   scheduler %s\n", scheduler.c_str());
   std::printf(
       "ds-train:   micro batch %lld x gradient accumulation %lld, gradient_clipping %g, "
-      "ZeRO stage %lld, fp32\n",
+      "ZeRO stage %lld, %s\n",
       static_cast<long long>(micro), static_cast<long long>(gas),
       config.get_double("gradient_clipping"),
-      static_cast<long long>(config.get_int("zero_optimization.stage")));
+      static_cast<long long>(config.get_int("zero_optimization.stage")), precision.c_str());
   std::printf("ds-train: model %s\n", model.description.c_str());
   {
     const dspp::MemoryBreakdown m = engine.memory_breakdown();
@@ -563,6 +573,23 @@ int run(const Options& o) {
         at("forward"), at("backward"), at("step"));
   }
   std::printf("ds-train: train loss %.4f (mean of the last %zu steps)\n", train_loss, window);
+  if (std::string(engine.precision()) != "fp32") {
+    // Overflow is decided globally, so every rank must have skipped the same steps: say so from
+    // rank 0 only after checking it.
+    const double skipped = static_cast<double>(engine.skipped_steps());
+    const double lo = dp.size() > 1 ? dp.all_reduce(skipped, dspp::kReduceMin) : skipped;
+    const double hi = dp.size() > 1 ? dp.all_reduce(skipped, dspp::kReduceMax) : skipped;
+    if (lo != hi) {
+      throw dspp::Error(dspp::Errc::kRuntime, "ranks skipped different numbers of steps (" +
+                                                  std::to_string(lo) + " to " + std::to_string(hi) +
+                                                  ")");
+    }
+    std::printf(
+        "ds-train: %s: %lld of %lld optimizer steps skipped on gradient overflow (on every "
+        "rank), loss scale %g\n",
+        engine.precision(), static_cast<long long>(engine.skipped_steps()),
+        static_cast<long long>(engine.global_steps()), engine.loss_scale());
+  }
   {
     const dspp::HostMemoryStats h = dspp::host_memory_stats();
     std::printf(
@@ -601,7 +628,8 @@ int run(const Options& o) {
   if (last_eval.has_accuracy()) final_line += " eval_acc=" + fixed(last_eval.accuracy(), 4);
   if (data.chance_loss) final_line += " chance_loss=" + fixed(*data.chance_loss, 4);
   if (data.irreducible_loss) final_line += " irreducible_loss=" + fixed(*data.irreducible_loss, 4);
-  final_line += " steps=" + std::to_string(cfg.steps) + " " + data.unit +
+  final_line += " steps=" + std::to_string(cfg.steps) +
+                " skipped=" + std::to_string(engine.skipped_steps()) + " " + data.unit +
                 "_per_s=" + fixed(tokens_per_s, 0) + " time_s=" + fixed(wall, 1);
   std::printf("%s\n", final_line.c_str());
   std::fflush(stdout);

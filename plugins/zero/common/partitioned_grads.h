@@ -209,6 +209,9 @@ class PartitionedGrads {
     const std::vector<int64_t>& bounds = part_->bounds;
     dspp_status issued = DSPP_OK;
     for (const Run& r : b.runs) {
+      // Mixed precision: this rank's gradient as the 16-bit type would hold it (fp16 overflows
+      // to inf here, as DeepSpeed's fp16 gradients do).
+      round_to(r.data, r.numel, setup_.working_dtype);
       if (red.before != 1.0f) scale(r.data, r.numel, red.before);
       if (dp->size() == 1) continue;
       for (int32_t k = 0; k < dp->size() && issued == DSPP_OK; ++k) {

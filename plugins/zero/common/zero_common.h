@@ -6,6 +6,8 @@
 #include <dspp/kinds/zero.h>
 #include <dspp/plugin.h>
 
+#include "rounding.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -179,9 +181,11 @@ inline std::vector<int64_t> parameter_bounds(const ZeroSetup& s, int64_t flat_nu
   return b;
 }
 
-// Every rank's updated partition into every rank's parameters: one in-place all-gather of equal
-// partitions, or (unequal, parameter-aligned ones) a broadcast from each owner.
-inline void gather_partitions(const ZeroSetup& s, const std::vector<int64_t>& b, bool unequal) {
+// Every rank's updated partition into every rank's parameters (or another flat-layout buffer,
+// `whole`): one in-place all-gather of equal partitions, or (unequal, parameter-aligned ones) a
+// broadcast from each owner.
+inline void gather_partitions(const ZeroSetup& s, const std::vector<int64_t>& b, bool unequal,
+                              dspp_tensor_view whole) {
   Communicator* dp = s.dp;
   if (dp->size() == 1) return;
   std::vector<CommWork*> works;
@@ -189,17 +193,21 @@ inline void gather_partitions(const ZeroSetup& s, const std::vector<int64_t>& b,
   if (!unequal) {
     const int32_t r = dp->rank();
     CommWork* w = nullptr;
-    issued = dp->all_gather(slice(s.flat_params, b[r], b[r + 1] - b[r]), s.flat_params, &w);
+    issued = dp->all_gather(slice(whole, b[r], b[r + 1] - b[r]), whole, &w);
     if (issued == DSPP_OK) works.push_back(w);
   } else {
     for (int32_t k = 0; k < dp->size() && issued == DSPP_OK; ++k) {
       if (b[k + 1] == b[k]) continue;
       CommWork* w = nullptr;
-      issued = dp->broadcast(slice(s.flat_params, b[k], b[k + 1] - b[k]), k, &w);
+      issued = dp->broadcast(slice(whole, b[k], b[k + 1] - b[k]), k, &w);
       if (issued == DSPP_OK) works.push_back(w);
     }
   }
   wait_all(works, issued);
+}
+
+inline void gather_partitions(const ZeroSetup& s, const std::vector<int64_t>& b, bool unequal) {
+  gather_partitions(s, b, unequal, s.flat_params);
 }
 
 // The partition a rank's optimizer steps (stages 1-3): equal partitions of the flat buffer, or

@@ -3,7 +3,10 @@
 // zero_optimization.reduce_bucket_size elements (all buckets issued, then waited, so the comm
 // plugin can pipeline them), averaged (or summed) over the data-parallel group, and every rank
 // steps the optimizer on the whole flat buffer. No hooks: nothing happens during backward.
-#include "../common/zero_common.h"
+// Mixed precision (ZeroSetup::working_dtype): every rank keeps an fp32 master of the whole flat
+// buffer, steps it, and rounds it into the working copy (no communication: every rank computes
+// the same update).
+#include "../common/master_weights.h"
 
 #include <cstring>
 #include <string>
@@ -30,6 +33,8 @@ class Stage0 final : public zc::StageBase {
       }
       flat_numel_ = setup_.flat_grads.shape[0];
       segments_ = zc::segments_in(setup_, 0, flat_numel_);
+      zc::check_working_dtype(setup_.working_dtype, "zero/stage0");
+      master_.init(host_, setup_.working_dtype, zc::floats(setup_.flat_params), flat_numel_);
       if (setup_.optimizer) {
         dspp::OptimizerSetup os{segments_.data(), static_cast<int32_t>(segments_.size()),
                                 setup_.groups,    setup_.num_groups,
@@ -42,6 +47,7 @@ class Stage0 final : public zc::StageBase {
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
       float* g = zc::floats(setup_.flat_grads);
+      zc::round_to(g, flat_numel_, setup_.working_dtype);  // the local gradient in 16 bits
       if (setup_.dp->size() > 1) {
         const zc::Reduction r = zc::reduction_of(setup_);
         if (r.before != 1.0f) zc::scale(g, flat_numel_, r.before);
@@ -63,9 +69,10 @@ class Stage0 final : public zc::StageBase {
       }
       zc::scale_segments(zc::floats(setup_.flat_grads), segments_, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
-      a.params = setup_.flat_params;
+      a.params = zc::host_view(master_.data(zc::floats(setup_.flat_params)), flat_numel_);
       a.grads = setup_.flat_grads;
       pass_through(setup_.optimizer->step(&a));
+      master_.publish(zc::floats(setup_.flat_params));
     });
   }
 
@@ -78,32 +85,48 @@ class Stage0 final : public zc::StageBase {
     return guard([&] {
       const std::vector<int64_t> b = zc::equal_bounds(flat_numel_, setup_.dp->size());
       const int32_t r = setup_.dp->rank();
-      *out = {b[r], b[r + 1], zc::slice(setup_.flat_params, b[r], b[r + 1] - b[r]), 0};
+      *out = {b[r], b[r + 1], zc::host_view(master() + b[r], b[r + 1] - b[r]), 0};
     });
   }
 
   dspp_status after_load() noexcept override {
     return guard([&] {
-      zc::gather_partitions(setup_, zc::equal_bounds(flat_numel_, setup_.dp->size()), false);
+      // Each rank loaded its share of the master (or of the fp32 parameters): gather the rest.
+      zc::gather_partitions(setup_, zc::equal_bounds(flat_numel_, setup_.dp->size()), false,
+                            zc::host_view(master(), flat_numel_));
+      master_.publish(zc::floats(setup_.flat_params));
+    });
+  }
+
+  dspp_status write_back(const int32_t* params, int32_t n) noexcept override {
+    return guard([&] {
+      for (int32_t k = 0; k < n; ++k) {
+        const dspp::ZeroParam& p = setup_.params[params[k]];
+        master_.take(zc::floats(setup_.flat_params), p.offset_in_flat, p.numel);
+      }
     });
   }
 
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
-      // fp32 training: the parameters are the master weights, so no separate master copy.
+      // fp32 training: the parameters are the master weights, so no separate master copy. Under
+      // mixed precision the working copy is still fp32 memory (the CPU kernels are fp32).
       out->param_bytes = flat_numel_ * 4;
       out->grad_bytes = flat_numel_ * 4;
-      out->master_bytes = 0;
+      out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
       out->buffer_bytes = 0;
     });
   }
 
  private:
+  float* master() const { return master_.data(zc::floats(setup_.flat_params)); }
+
   int64_t bucket_;
   dspp::ZeroSetup setup_{};
   std::vector<dspp::ParamSegment> segments_;
   int64_t flat_numel_ = 0;
+  zc::MasterWeights master_;
 };
 
 const dspp_plugin_desc kPlugins[] = {dspp::plugin::describe<dspp::ZeroStage, Stage0>(

@@ -10,8 +10,12 @@
 // partitions cut at parameter boundaries instead (balanced by elements, so unequal): gradients
 // are then all-reduced and each rank broadcasts the parameters it stepped. Its states are still
 // split across ranks; the communication is 3 flat buffers per step instead of 2.
-#include "../common/zero_common.h"
+//
+// Mixed precision (ZeroSetup::working_dtype): each rank keeps an fp32 master of its partition,
+// steps it, and rounds it into its partition of the working copy before the all-gather.
+#include "../common/master_weights.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -37,12 +41,18 @@ class Stage1 final : public zc::StageBase {
       }
       flat_numel_ = setup_.flat_grads.shape[0];
       part_ = zc::partition_optimizer(setup_, flat_numel_, "zero/stage1");
+      zc::check_working_dtype(setup_.working_dtype, "zero/stage1");
+      // Every rank rounds the whole working copy (identical everywhere after the engine's
+      // broadcast), so the first forward sees 16-bit values before any gather.
+      zc::round_to(zc::floats(setup_.flat_params), flat_numel_, setup_.working_dtype);
+      master_.init(host_, setup_.working_dtype, working(), part_.size());
     });
   }
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
       float* g = zc::floats(setup_.flat_grads);
+      zc::round_to(g, flat_numel_, setup_.working_dtype);  // the local gradient in 16 bits
       dspp::Communicator* dp = setup_.dp;
       if (dp->size() > 1) {
         const zc::Reduction r = zc::reduction_of(setup_);
@@ -75,9 +85,10 @@ class Stage1 final : public zc::StageBase {
       float* g = zc::floats(setup_.flat_grads);
       zc::scale_segments(g + part_.begin, part_.segments, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
-      a.params = zc::slice(setup_.flat_params, part_.begin, part_.size());
+      a.params = zc::host_view(master_.data(working()), part_.size());
       a.grads = zc::slice(setup_.flat_grads, part_.begin, part_.size());
       pass_through(setup_.optimizer->step(&a));
+      master_.publish(working());
       zc::gather_partitions(setup_, part_.bounds, part_.whole);
     });
   }
@@ -88,13 +99,30 @@ class Stage1 final : public zc::StageBase {
   }
 
   dspp_status shard(dspp::ZeroShard* out) noexcept override {
-    *out = {part_.begin, part_.end, zc::slice(setup_.flat_params, part_.begin, part_.size()),
+    *out = {part_.begin, part_.end, zc::host_view(master_.data(working()), part_.size()),
             part_.begin};
     return DSPP_OK;
   }
 
   dspp_status after_load() noexcept override {
-    return guard([&] { zc::gather_partitions(setup_, part_.bounds, part_.whole); });
+    return guard([&] {
+      master_.publish(working());
+      zc::gather_partitions(setup_, part_.bounds, part_.whole);
+    });
+  }
+
+  dspp_status write_back(const int32_t* params, int32_t n) noexcept override {
+    return guard([&] {
+      // Every rank holds the new whole values: round them all, take this partition's part.
+      for (int32_t k = 0; k < n; ++k) {
+        const dspp::ZeroParam& p = setup_.params[params[k]];
+        zc::round_to(zc::floats(setup_.flat_params) + p.offset_in_flat, p.numel,
+                     setup_.working_dtype);
+        const int64_t lo = std::max(p.offset_in_flat, part_.begin);
+        const int64_t hi = std::min(p.offset_in_flat + p.numel, part_.end);
+        if (lo < hi) master_.take(working(), lo - part_.begin, hi - lo);
+      }
+    });
   }
 
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
@@ -102,17 +130,21 @@ class Stage1 final : public zc::StageBase {
       // fp32 training: the parameters are the master weights. Stage 1 keeps whole gradients.
       out->param_bytes = flat_numel_ * 4;
       out->grad_bytes = flat_numel_ * 4;
-      out->master_bytes = 0;
+      out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
       out->buffer_bytes = 0;
     });
   }
 
  private:
+  // This rank's partition of the working copy.
+  float* working() const { return zc::floats(setup_.flat_params) + part_.begin; }
+
   int64_t bucket_;
   dspp::ZeroSetup setup_{};
   zc::Partition part_;
   int64_t flat_numel_ = 0;
+  zc::MasterWeights master_;
 };
 
 const dspp_plugin_desc kPlugins[] = {dspp::plugin::describe<dspp::ZeroStage, Stage1>(

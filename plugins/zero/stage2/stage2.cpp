@@ -3,7 +3,12 @@
 // (DSPP_ZERO_MANAGES_GRADS) and reduces it bucket by bucket during backward
 // (common/partitioned_grads.h). Communication per micro-step: one reduction of every gradient
 // (Psi), plus the all-gather of the updated parameters per step (Psi): 2 Psi, as the paper says.
-#include "../common/partitioned_grads.h"
+// Mixed precision (ZeroSetup::working_dtype): as stage 1, an fp32 master of the partition is
+// stepped and rounded into the working copy; each bucket's gradients are rounded to the 16-bit
+// type before they are reduced.
+#include "../common/master_weights.h"
+
+#include <algorithm>
 
 namespace {
 
@@ -22,6 +27,11 @@ class Stage2 final : public zc::StageBase {
       flat_numel_ = setup_.flat_params.shape[0];
       part_ = zc::partition_optimizer(setup_, flat_numel_, "zero/stage2");
       grads_.init(host_, setup_, part_, flat_numel_, bucket_size_);
+      zc::check_working_dtype(setup_.working_dtype, "zero/stage2");
+      // Every rank rounds the whole working copy (identical everywhere after the engine's
+      // broadcast), so the first forward sees 16-bit values before any gather.
+      zc::round_to(zc::floats(setup_.flat_params), flat_numel_, setup_.working_dtype);
+      master_.init(host_, setup_.working_dtype, working(), part_.size());
     });
   }
 
@@ -48,9 +58,10 @@ class Stage2 final : public zc::StageBase {
     return guard([&] {
       zc::scale_segments(grads_.acc(), part_.segments, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
-      a.params = zc::slice(setup_.flat_params, part_.begin, part_.size());
+      a.params = zc::host_view(master_.data(working()), part_.size());
       a.grads = zc::host_view(grads_.acc(), part_.size());
       pass_through(setup_.optimizer->step(&a));
+      master_.publish(working());
       zc::gather_partitions(setup_, part_.bounds, part_.whole);
     });
   }
@@ -61,31 +72,52 @@ class Stage2 final : public zc::StageBase {
   }
 
   dspp_status shard(dspp::ZeroShard* out) noexcept override {
-    *out = {part_.begin, part_.end, zc::slice(setup_.flat_params, part_.begin, part_.size()),
+    *out = {part_.begin, part_.end, zc::host_view(master_.data(working()), part_.size()),
             part_.begin};
     return DSPP_OK;
   }
 
   dspp_status after_load() noexcept override {
-    return guard([&] { zc::gather_partitions(setup_, part_.bounds, part_.whole); });
+    return guard([&] {
+      master_.publish(working());
+      zc::gather_partitions(setup_, part_.bounds, part_.whole);
+    });
+  }
+
+  dspp_status write_back(const int32_t* params, int32_t n) noexcept override {
+    return guard([&] {
+      // Every rank holds the new whole values: round them all, take this partition's part.
+      for (int32_t k = 0; k < n; ++k) {
+        const dspp::ZeroParam& p = setup_.params[params[k]];
+        zc::round_to(zc::floats(setup_.flat_params) + p.offset_in_flat, p.numel,
+                     setup_.working_dtype);
+        const int64_t lo = std::max(p.offset_in_flat, part_.begin);
+        const int64_t hi = std::min(p.offset_in_flat + p.numel, part_.end);
+        if (lo < hi) master_.take(working(), lo - part_.begin, hi - lo);
+      }
+    });
   }
 
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
       out->param_bytes = flat_numel_ * 4;
       out->grad_bytes = grads_.acc_bytes();  // the partition's accumulated gradient
-      out->master_bytes = 0;
+      out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
       out->buffer_bytes = grads_.buffer_bytes();
     });
   }
 
  private:
+  // This rank's partition of the working copy.
+  float* working() const { return zc::floats(setup_.flat_params) + part_.begin; }
+
   int64_t bucket_size_;
   dspp::ZeroSetup setup_{};
   zc::Partition part_;
   int64_t flat_numel_ = 0;
   zc::PartitionedGrads grads_;
+  zc::MasterWeights master_;
 };
 
 const dspp_plugin_desc kPlugins[] = {dspp::plugin::describe<dspp::ZeroStage, Stage2>(

@@ -21,7 +21,11 @@
 //
 // Communication per micro-step: a gather of every non-persistent parameter in forward (Psi) and in
 // backward (Psi), and the reduction of every gradient (Psi): 3 Psi, as the ZeRO paper says.
-#include "../common/partitioned_grads.h"
+//
+// Mixed precision (ZeroSetup::working_dtype): the partition kept in params_ is the working copy
+// (values rounded to the 16-bit type, in fp32 memory) that gathers read; an fp32 master of it is
+// what the optimizer steps and a checkpoint holds, rounded into params_ after each step.
+#include "../common/master_weights.h"
 
 #include <algorithm>
 #include <cstring>
@@ -75,6 +79,8 @@ class Stage3 final : public zc::StageBase {
       grads_.init(host_, setup_, part_, flat_numel_, bucket_size_);
       params_.reset(host_, part_.size());
       for (int32_t i = 0; i < setup_.num_params; ++i) take_initial_value(i);
+      zc::check_working_dtype(setup_.working_dtype, "zero/stage3");
+      master_.init(host_, setup_.working_dtype, params_.data(), part_.size());
       full_.resize(setup_.num_params);
       prefetched_.assign(setup_.num_params, false);
       persistent_.assign(setup_.num_params, false);
@@ -138,9 +144,10 @@ class Stage3 final : public zc::StageBase {
       drop_prefetched();
       zc::scale_segments(grads_.acc(), part_.segments, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
-      a.params = zc::host_view(params_.data(), part_.size());
+      a.params = zc::host_view(master_.data(params_.data()), part_.size());
       a.grads = zc::host_view(grads_.acc(), part_.size());
       pass_through(setup_.optimizer->step(&a));
+      master_.publish(params_.data());
       gather_persistent();
     });
   }
@@ -159,18 +166,25 @@ class Stage3 final : public zc::StageBase {
                                                            setup_.params[i].name +
                                                            "', which is not gathered");
         }
+        // Mixed precision: the new values rounded (in the gathered copy too, which modules may
+        // still read), and this rank's part of them into the master.
+        zc::round_to(full_[i]->mem.data(), setup_.params[i].numel, setup_.working_dtype);
         copy_own_part(i, full_[i]->mem.data(), /*to_partition=*/true);
+        const auto [lo, hi] = overlap(i, setup_.dp->rank());
+        if (lo < hi) master_.take(params_.data(), lo - part_.begin, hi - lo);
       }
     });
   }
 
   dspp_status shard(dspp::ZeroShard* out) noexcept override {
-    *out = {part_.begin, part_.end, zc::host_view(params_.data(), part_.size()), part_.begin};
+    *out = {part_.begin, part_.end, zc::host_view(master_.data(params_.data()), part_.size()),
+            part_.begin};
     return DSPP_OK;
   }
 
   dspp_status after_load() noexcept override {
     return guard([&] {
+      master_.publish(params_.data());
       drop_prefetched();
       gather_persistent();
     });
@@ -182,7 +196,7 @@ class Stage3 final : public zc::StageBase {
       for (const auto& g : full_) gathered += g ? g->mem.size() : 0;
       out->param_bytes = (part_.size() + gathered) * 4;
       out->grad_bytes = grads_.acc_bytes();
-      out->master_bytes = 0;
+      out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
       out->buffer_bytes = grads_.buffer_bytes();
     });
@@ -366,7 +380,10 @@ class Stage3 final : public zc::StageBase {
   zc::Partition part_;
   int64_t flat_numel_ = 0;
   zc::PartitionedGrads grads_;
-  zc::HostBuffer params_;  // this rank's partition of the parameters (what the optimizer steps)
+  // This rank's partition of the parameters: what the optimizer steps in fp32 training, the
+  // rounded working copy under mixed precision (master_ is then what it steps).
+  zc::HostBuffer params_;
+  zc::MasterWeights master_;
   std::vector<std::unique_ptr<Gathered>> full_;  // per parameter: its whole value while gathered
   std::vector<bool> persistent_;
   std::vector<bool> prefetched_;  // gathered ahead, not yet taken by a module

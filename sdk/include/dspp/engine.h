@@ -10,6 +10,11 @@
 // Parameter's value/grad is a view into them) and hands them to the ZeRO stage plugin
 // (zero_optimization.stage), which reduces gradients across data-parallel ranks and steps the
 // optimizer plugin on the part this rank owns.
+//
+// fp16.enabled / bf16.enabled: the parameters the modules see hold values rounded to the 16-bit
+// type (in fp32 memory: the CPU kernels compute in fp32), the stage steps an fp32 master copy,
+// and fp16 scales the loss with DeepSpeed's dynamic loss scaler, skipping steps whose gradients
+// overflow.
 #ifndef DSPP_ENGINE_H
 #define DSPP_ENGINE_H
 
@@ -34,6 +39,9 @@ namespace monitor {
 class Monitor;
 struct Event;
 }  // namespace monitor
+namespace precision {
+class LossScaler;
+}  // namespace precision
 
 // Which engine initialize() chose (DeepSpeed's routing).
 enum class EngineKind { kEngine, kPipelineEngine, kHybridEngine };
@@ -85,10 +93,12 @@ class Engine {
 
   // The model's loss on one micro-batch (the model must be a TrainableModel).
   float forward(const Batch& batch);
-  // Accumulates this micro-batch's gradients, scaled by 1 / gradient_accumulation_steps.
+  // Accumulates this micro-batch's gradients, scaled by loss_scale() / gradient_accumulation_steps.
   void backward(float loss);
-  // Counts a micro-step; at the accumulation boundary clips, steps the optimizer and the LR
-  // scheduler, and zeroes the gradients.
+  // Counts a micro-step; at the accumulation boundary unscales and clips, steps the optimizer and
+  // the LR scheduler, and zeroes the gradients. A gradient overflow under fp16 (or bf16 with
+  // bf16.check_grad_overflow) skips the optimizer and scheduler steps instead (skipped_steps()),
+  // as DeepSpeed does; global_steps and global_samples advance either way.
   void step();
   // True when the next step() is the last micro-step of an accumulation window.
   bool is_gradient_accumulation_boundary() const;
@@ -102,8 +112,12 @@ class Engine {
   int64_t global_samples() const { return global_samples_; }
   int64_t micro_steps() const { return micro_steps_; }
   int64_t skipped_steps() const { return skipped_steps_; }
-  // The global gradient norm before clipping at the last optimizer step.
+  // The global gradient norm (unscaled) before clipping at the last optimizer step.
   double last_grad_norm() const { return last_grad_norm_; }
+  // The loss scale the next backward() uses: fp16's (dynamic or fp16.loss_scale), else 1.
+  double loss_scale() const;
+  // "fp32", "fp16" or "bf16": the precision of the parameters the modules see.
+  const char* precision() const;
   // Seconds spent per phase ("forward", "backward", "step"), accumulated since the last print
   // (wall_clock_breakdown).
   const std::map<std::string, double>& timers() const { return timers_; }
@@ -175,6 +189,8 @@ class Engine {
   void drop_values(const std::vector<int32_t>& params);
   std::vector<int32_t> indices_of(const std::vector<Parameter*>& params) const;
   void configure_monitors();
+  void take_step(const std::vector<double>& lrs, double scale);
+  void print_progress(const std::vector<double>& lrs);
   void write_events(const std::vector<monitor::Event>& events);
 
   Config config_;
@@ -201,6 +217,14 @@ class Engine {
   std::vector<std::string> group_options_;  // owns the JSON the setups point to
 
   double gradient_clipping_ = 0.0;
+  int32_t working_dtype_ = DSPP_F32;  // DSPP_F16 / DSPP_BF16 under mixed precision
+  std::unique_ptr<precision::LossScaler> scaler_;
+  bool check_overflow_ = false;  // an overflow skips the step (fp16; bf16.check_grad_overflow)
+  // DSPP_TEST_INF_GRAD=<global_step>:<rank>, a test hook: that rank writes +inf into one
+  // gradient element in the backward of that optimizer step's boundary micro-step.
+  int64_t inf_grad_step_ = -1;
+  int64_t inf_grad_rank_ = -1;
+  int64_t inf_grad_done_ = -1;  // the step it was injected at
   int64_t steps_per_print_ = 0;
   bool wall_clock_breakdown_ = false;
   int64_t micro_steps_ = 0;

@@ -60,18 +60,23 @@ struct ZeroSetup {
   // f/size after (mean) or by f (sum).
   int32_t average;
   double predivide_factor;
+  // Mixed precision: DSPP_F16 or DSPP_BF16 makes the stage keep an fp32 master copy of what it
+  // steps and write values rounded to that type into the working copy (still fp32 memory), and
+  // round each rank's local gradient to it before the reduction. DSPP_F32 (0): fp32 training.
+  int32_t working_dtype;
 };
 
 struct MemoryBreakdown {
   int64_t param_bytes;
   int64_t grad_bytes;
   int64_t optimizer_state_bytes;
-  int64_t master_bytes;
+  int64_t master_bytes;  // fp32 master weights (mixed precision only)
   int64_t buffer_bytes;  // reduction and gather buffers (bounded by the bucket sizes)
 };
 
 // What this rank saves and restores in a checkpoint: elements [begin, end) of the flat layout
-// (stage 0: an equal share of it; stages 1-3: the rank's partition) with their fp32 values
+// (stage 0: an equal share of it; stages 1-3: the rank's partition) with their fp32 values (the
+// fp32 master weights under mixed precision)
 // (writable: a load fills them, then calls after_load), and the flat index the optimizer's states
 // start at (each state view covers [optimizer_begin, optimizer_begin + its length)).
 struct ZeroShard {
