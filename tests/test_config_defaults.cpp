@@ -320,6 +320,15 @@ TEST_CASE("support levels: results-changing features fail, hints warn", "[config
     CHECK(l.config.get_string("zero_optimization.offload_optimizer.device") == "cpu");
     CHECK_FALSE(warned_about(l, "zero_optimization.offload_optimizer.device"));
   }
+  SECTION("16-bit gradient reductions are an error naming the key; fp32 is fine") {
+    for (const char* t : {"fp16", "bf16"}) {
+      const std::string e = load_error(base + R"("communication_data_type": ")" + t + R"("})");
+      CHECK(e.find("communication_data_type") != std::string::npos);
+      CHECK(e.find("reduces gradients in fp32") != std::string::npos);
+    }
+    auto l = load(base + R"("communication_data_type": "fp32"})");
+    CHECK(l.config.get_string("communication_data_type") == "fp32");
+  }
   SECTION("ZeRO++ quantized weights are an error, hpZ only a warning") {
     CHECK(load_error(base + R"("zero_optimization": {"zero_quantized_weights": true}})")
               .find("zero_optimization.zero_quantized_weights") != std::string::npos);
