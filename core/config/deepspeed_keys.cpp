@@ -88,10 +88,12 @@ void register_top_level_keys(ConfigSchema& s) {
           Key("communication_data_type", kString, "",
               "Data type gradients are reduced in; unset follows the training precision.")
               .choices({"fp16", "bf16", "fp32"})
-              .reject("\"fp16\"", "dspp reduces gradients in fp32 (16-bit reductions round every "
-                                   "partial sum); use \"fp32\" or leave it unset")
-              .reject("\"bf16\"", "dspp reduces gradients in fp32 (16-bit reductions round every "
-                                   "partial sum); use \"fp32\" or leave it unset"),
+              .reject("\"fp16\"",
+                      "dspp reduces gradients in fp32 (16-bit reductions round every "
+                      "partial sum); use \"fp32\" or leave it unset")
+              .reject("\"bf16\"",
+                      "dspp reduces gradients in fp32 (16-bit reductions round every "
+                      "partial sum); use \"fp32\" or leave it unset"),
           Key("seq_parallel_communication_data_type", kString, "\"fp32\"",
               "Data type of gradient reductions across the sequence-parallel group.")
               .choices({"fp16", "bf16", "fp32"}),
