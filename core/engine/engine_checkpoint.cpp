@@ -7,6 +7,7 @@
 #include <dspp/engine.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -66,6 +67,26 @@ std::pair<int64_t, int64_t> clip(int64_t lo, int64_t hi, int64_t a, int64_t b) {
   return {std::max(lo, a), std::min(hi, b)};
 }
 
+// Calls fn(state name, parameter index, lo, hi, state elements at lo) for the elements [lo, hi)
+// of every trained parameter that lie in [a, b) and in the optimizer's states.
+template <class Fn>
+void for_each_state_piece(Optimizer* opt, const std::vector<ZeroParam>& params, int64_t opt_begin,
+                          int64_t a, int64_t b, Fn&& fn) {
+  for (int32_t k = 0; opt && k < opt->num_states(); ++k) {
+    const char* sname = nullptr;
+    dspp_tensor_view v{};
+    check_plugin(opt->state(k, &sname, &v), "optimizer state");
+    const int64_t oe = opt_begin + numel_of_view(v);
+    for (size_t i = 0; i < params.size(); ++i) {
+      const ZeroParam& z = params[i];
+      if (z.group < 0) continue;  // not trained: no state
+      auto [lo, hi] = clip(z.offset_in_flat, z.offset_in_flat + z.numel, a, b);
+      std::tie(lo, hi) = clip(lo, hi, opt_begin, oe);
+      if (lo < hi) fn(sname, i, lo, hi, static_cast<float*>(v.data) + (lo - opt_begin));
+    }
+  }
+}
+
 }  // namespace
 
 std::string Engine::save_checkpoint(const std::string& save_dir, const std::string& tag_in,
@@ -92,23 +113,13 @@ std::string Engine::save_checkpoint(const std::string& save_dir, const std::stri
     w.add_piece("module/" + params_[i]->name, f32_view(values + (lo - sh.begin), hi - lo),
                 params_[i]->shape, lo - z.offset_in_flat);
   }
-  Optimizer* opt = optimizer_.impl.get();
-  for (int32_t k = 0; opt && k < opt->num_states(); ++k) {
-    const char* sname = nullptr;
-    dspp_tensor_view v{};
-    check_plugin(opt->state(k, &sname, &v), "optimizer state");
-    const int64_t ob = sh.optimizer_begin, oe = ob + numel_of_view(v);
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const ZeroParam& z = zero_params_[i];
-      if (z.group < 0) continue;  // not trained: no state
-      auto [lo, hi] = clip(z.offset_in_flat, z.offset_in_flat + z.numel, sh.begin, sh.end);
-      std::tie(lo, hi) = clip(lo, hi, ob, oe);
-      if (lo >= hi) continue;
-      w.add_piece(std::string("optimizer/") + sname + "/" + params_[i]->name,
-                  f32_view(static_cast<float*>(v.data) + (lo - ob), hi - lo), params_[i]->shape,
-                  lo - z.offset_in_flat);
-    }
-  }
+  // Each rank writes only its shard's part of the states (at stage 0 they cover every element).
+  for_each_state_piece(optimizer_.impl.get(), zero_params_, sh.optimizer_begin, sh.begin, sh.end,
+                       [&](const char* state, size_t i, int64_t lo, int64_t hi, float* at) {
+                         w.add_piece(std::string("optimizer/") + state + "/" + params_[i]->name,
+                                     f32_view(at, hi - lo), params_[i]->shape,
+                                     lo - zero_params_[i].offset_in_flat);
+                       });
   const int rank = static_cast<int>(mesh_.rank);
   const ShardSummary summary = w.write_shard(dir, rank);
   const std::vector<std::string> all =
@@ -204,25 +215,16 @@ Engine::LoadedCheckpoint Engine::load_checkpoint(const std::string& load_dir,
     require(name, *params_[i], " (a checkpoint of another model?)");
     r.read_range(name, lo - z.offset_in_flat, hi - lo, values + (lo - sh.begin), DSPP_F32);
   }
-  Optimizer* opt = optimizer_.impl.get();
-  if (opt && load_optimizer_states && !load_module_only) {
-    for (int32_t k = 0; k < opt->num_states(); ++k) {
-      const char* sname = nullptr;
-      dspp_tensor_view v{};
-      check_plugin(opt->state(k, &sname, &v), "optimizer state");
-      const int64_t ob = sh.optimizer_begin, oe = ob + numel_of_view(v);
-      for (size_t i = 0; i < params_.size(); ++i) {
-        const ZeroParam& z = zero_params_[i];
-        if (z.group < 0) continue;
-        const auto [lo, hi] = clip(z.offset_in_flat, z.offset_in_flat + z.numel, ob, oe);
-        if (lo >= hi) continue;
-        const std::string name = std::string("optimizer/") + sname + "/" + params_[i]->name;
-        require(name, *params_[i],
-                " (saved with another optimizer? load_optimizer_states=false skips the states)");
-        r.read_range(name, lo - z.offset_in_flat, hi - lo, static_cast<float*>(v.data) + (lo - ob),
-                     DSPP_F32);
-      }
-    }
+  if (load_optimizer_states && !load_module_only) {
+    // All of the optimizer's elements (at stage 0 it steps every one, not just the shard's).
+    for_each_state_piece(
+        optimizer_.impl.get(), zero_params_, sh.optimizer_begin, 0, INT64_MAX,
+        [&](const char* state, size_t i, int64_t lo, int64_t hi, float* at) {
+          const std::string name = std::string("optimizer/") + state + "/" + params_[i]->name;
+          require(name, *params_[i],
+                  " (saved with another optimizer? load_optimizer_states=false skips the states)");
+          r.read_range(name, lo - zero_params_[i].offset_in_flat, hi - lo, at, DSPP_F32);
+        });
   }
   check_plugin(zero_->after_load(), "zero after_load");
 

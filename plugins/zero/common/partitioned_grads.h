@@ -51,16 +51,6 @@ class HostBuffer {
   int64_t size_ = 0;
 };
 
-inline dspp_tensor_view host_view(float* data, int64_t numel) {
-  dspp_tensor_view v{};
-  v.data = data;
-  v.dtype = DSPP_F32;
-  v.ndim = 1;
-  v.shape[0] = numel;
-  v.device = dspp_device{DSPP_DEVICE_CPU, 0};
-  return v;
-}
-
 class PartitionedGrads {
  public:
   PartitionedGrads() = default;

@@ -29,6 +29,17 @@ inline dspp_tensor_view slice(dspp_tensor_view v, int64_t offset, int64_t n) {
   return s;
 }
 
+// A 1-d fp32 view of host memory.
+inline dspp_tensor_view host_view(float* data, int64_t numel) {
+  dspp_tensor_view v{};
+  v.data = data;
+  v.dtype = DSPP_F32;
+  v.ndim = 1;
+  v.shape[0] = numel;
+  v.device = dspp_device{DSPP_DEVICE_CPU, 0};
+  return v;
+}
+
 inline float* floats(const dspp_tensor_view& v) {
   return static_cast<float*>(v.data);
 }

@@ -13,7 +13,7 @@
 //
 // Mixed precision (ZeroSetup::working_dtype): each rank keeps an fp32 master of its partition,
 // steps it, and rounds it into its partition of the working copy before the all-gather.
-#include "../common/master_weights.h"
+#include "../common/flat_partition_stage.h"
 
 #include <algorithm>
 #include <cstring>
@@ -28,10 +28,10 @@ using dspp::plugin::pass_through;
 using dspp::plugin::StatusError;
 namespace zc = dspp::zero_common;
 
-class Stage1 final : public zc::StageBase {
+class Stage1 final : public zc::FlatPartitionStage {
  public:
   Stage1(const dspp_host_api* host, ConfigReader cfg)
-      : StageBase(host), bucket_(zc::reduce_bucket_size(cfg)) {}
+      : FlatPartitionStage(host), bucket_(zc::reduce_bucket_size(cfg)) {}
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
@@ -98,33 +98,6 @@ class Stage1 final : public zc::StageBase {
     return DSPP_OK;
   }
 
-  dspp_status shard(dspp::ZeroShard* out) noexcept override {
-    *out = {part_.begin, part_.end, zc::host_view(master_.data(working()), part_.size()),
-            part_.begin};
-    return DSPP_OK;
-  }
-
-  dspp_status after_load() noexcept override {
-    return guard([&] {
-      master_.publish(working());
-      zc::gather_partitions(setup_, part_.bounds, part_.whole);
-    });
-  }
-
-  dspp_status write_back(const int32_t* params, int32_t n) noexcept override {
-    return guard([&] {
-      // Every rank holds the new whole values: round them all, take this partition's part.
-      for (int32_t k = 0; k < n; ++k) {
-        const dspp::ZeroParam& p = setup_.params[params[k]];
-        zc::round_to(zc::floats(setup_.flat_params) + p.offset_in_flat, p.numel,
-                     setup_.working_dtype);
-        const int64_t lo = std::max(p.offset_in_flat, part_.begin);
-        const int64_t hi = std::min(p.offset_in_flat + p.numel, part_.end);
-        if (lo < hi) master_.take(working(), lo - part_.begin, hi - lo);
-      }
-    });
-  }
-
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
       // fp32 training: the parameters are the master weights. Stage 1 keeps whole gradients.
@@ -137,14 +110,7 @@ class Stage1 final : public zc::StageBase {
   }
 
  private:
-  // This rank's partition of the working copy.
-  float* working() const { return zc::floats(setup_.flat_params) + part_.begin; }
-
   int64_t bucket_;
-  dspp::ZeroSetup setup_{};
-  zc::Partition part_;
-  int64_t flat_numel_ = 0;
-  zc::MasterWeights master_;
 };
 
 const dspp_plugin_desc kPlugins[] = {dspp::plugin::describe<dspp::ZeroStage, Stage1>(

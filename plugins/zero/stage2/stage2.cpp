@@ -6,7 +6,8 @@
 // Mixed precision (ZeroSetup::working_dtype): as stage 1, an fp32 master of the partition is
 // stepped and rounded into the working copy; each bucket's gradients are rounded to the 16-bit
 // type before they are reduced.
-#include "../common/master_weights.h"
+#include "../common/flat_partition_stage.h"
+#include "../common/partitioned_grads.h"
 
 #include <algorithm>
 
@@ -16,10 +17,10 @@ using dspp::plugin::ConfigReader;
 using dspp::plugin::pass_through;
 namespace zc = dspp::zero_common;
 
-class Stage2 final : public zc::StageBase {
+class Stage2 final : public zc::FlatPartitionStage {
  public:
   Stage2(const dspp_host_api* host, ConfigReader cfg)
-      : StageBase(host), bucket_size_(zc::reduce_bucket_size(cfg)) {}
+      : FlatPartitionStage(host), bucket_size_(zc::reduce_bucket_size(cfg)) {}
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
@@ -71,33 +72,6 @@ class Stage2 final : public zc::StageBase {
     return DSPP_OK;
   }
 
-  dspp_status shard(dspp::ZeroShard* out) noexcept override {
-    *out = {part_.begin, part_.end, zc::host_view(master_.data(working()), part_.size()),
-            part_.begin};
-    return DSPP_OK;
-  }
-
-  dspp_status after_load() noexcept override {
-    return guard([&] {
-      master_.publish(working());
-      zc::gather_partitions(setup_, part_.bounds, part_.whole);
-    });
-  }
-
-  dspp_status write_back(const int32_t* params, int32_t n) noexcept override {
-    return guard([&] {
-      // Every rank holds the new whole values: round them all, take this partition's part.
-      for (int32_t k = 0; k < n; ++k) {
-        const dspp::ZeroParam& p = setup_.params[params[k]];
-        zc::round_to(zc::floats(setup_.flat_params) + p.offset_in_flat, p.numel,
-                     setup_.working_dtype);
-        const int64_t lo = std::max(p.offset_in_flat, part_.begin);
-        const int64_t hi = std::min(p.offset_in_flat + p.numel, part_.end);
-        if (lo < hi) master_.take(working(), lo - part_.begin, hi - lo);
-      }
-    });
-  }
-
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
       out->param_bytes = flat_numel_ * 4;
@@ -109,15 +83,8 @@ class Stage2 final : public zc::StageBase {
   }
 
  private:
-  // This rank's partition of the working copy.
-  float* working() const { return zc::floats(setup_.flat_params) + part_.begin; }
-
   int64_t bucket_size_;
-  dspp::ZeroSetup setup_{};
-  zc::Partition part_;
-  int64_t flat_numel_ = 0;
   zc::PartitionedGrads grads_;
-  zc::MasterWeights master_;
 };
 
 const dspp_plugin_desc kPlugins[] = {dspp::plugin::describe<dspp::ZeroStage, Stage2>(
