@@ -326,15 +326,16 @@ class Stage3 final : public zc::StageBase {
   // Records the call order in the first micro-step; later, advances along it (or stops
   // following it when a call leaves it).
   void follow_trace(const int32_t* params, int32_t n) {
-    Call call(params, params + n);
     if (!traced_) {
-      recording_.push_back(std::move(call));
+      recording_.emplace_back(params, params + n);
       return;
     }
+    // Compared in place: no allocation per module in the step loop.
+    auto is = [&](const Call& c) { return std::equal(c.begin(), c.end(), params, params + n); };
     const int64_t next = pos_ + 1;
-    if (pos_ >= -1 && next < static_cast<int64_t>(trace_.size()) && trace_[next] == call) {
+    if (pos_ >= -1 && next < static_cast<int64_t>(trace_.size()) && is(trace_[next])) {
       pos_ = next;
-    } else if (!trace_.empty() && trace_[0] == call) {
+    } else if (!trace_.empty() && is(trace_[0])) {
       // A new forward (after an eval forward, say) restarts the order.
       drop_prefetched();
       pos_ = 0;
