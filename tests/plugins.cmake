@@ -20,9 +20,9 @@ dspp_add_plugin(dspp_tp_needs_dep KIND scheduler NAME needsdep
 set_target_properties(dspp_tp_needs_dep PROPERTIES INSTALL_RPATH "$ORIGIN/lib" BUILD_WITH_INSTALL_RPATH ON)
 set(DSPP_TP_TARGETS dspp_tp_good dspp_tp_throwing dspp_tp_wrong_abi dspp_tp_no_entry dspp_tp_dep
     dspp_tp_needs_dep)
-# bad_descriptor.cpp breaks its descriptor in the way TEST_CASE_ID names (1..4, this order).
+# bad_descriptor.cpp breaks its descriptor in the way TEST_CASE_ID names (1..5, this order).
 set(id 0)
-foreach(case desc_major desc_minor unknown_kind no_destroy)
+foreach(case desc_major desc_minor unknown_kind no_destroy zero_old)
   math(EXPR id "${id} + 1")
   dspp_add_plugin(dspp_tp_${case} KIND scheduler NAME ${case}
     SOURCES test_plugins/bad_descriptor.cpp OUTPUT_DIR "${DSPP_TP_DIR}/bad")

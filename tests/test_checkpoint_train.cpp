@@ -13,6 +13,9 @@
 #include <string>
 #include <vector>
 
+#include <dspp/initialize.h>
+#include <dspp/models.h>
+
 #include "catch.h"
 #include "multiprocess.h"
 #include "test_util.h"
@@ -172,5 +175,56 @@ TEST_CASE("a flipped byte in a shard: the load refuses, naming the file") {
   std::string out;
   CHECK(run_tool("verify " + dir + "/ck", &out) != 0);
   CHECK(contains(out, "rank_00001.safetensors"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("load_module_only and load_lr_scheduler_states=false restore what DeepSpeed's do") {
+  const std::string dir = temp_dir();
+  auto make = [](uint64_t seed) {
+    dspp::InitializeArgs a;
+    a.model = std::make_shared<dspp::GPT>(dspp::GPTConfig{13, 64, 1, 2, 32}, seed);
+    a.training_data = std::make_shared<dspp::AdditionTask>();
+    a.config = R"({"train_micro_batch_size_per_gpu": 4,
+                   "optimizer": {"type": "AdamW", "params": {"lr": 0.01}},
+                   "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 10}}})";
+    return dspp::initialize(a);
+  };
+  auto values = [](dspp::Engine& e) {
+    dspp::zero::GatheredParameters g(e);
+    std::vector<float> v;
+    for (dspp::Parameter* p : e.module().parameters()) {
+      v.insert(v.end(), p->value.data<float>(), p->value.data<float>() + p->value.numel());
+    }
+    return v;
+  };
+  auto saved = make(1);
+  for (int s = 0; s < 3; ++s) {
+    const float l = saved.engine->forward(saved.dataloader->next());
+    saved.engine->backward(l);
+    saved.engine->step();
+  }
+  saved.engine->save_checkpoint(dir, "t", R"({"note": "x"})");
+  const std::vector<float> want = values(*saved.engine);
+
+  // Module only: the parameters come back, the counters and the schedule do not.
+  auto m = make(2);
+  REQUIRE(values(*m.engine) != want);
+  const auto got = m.engine->load_checkpoint(dir, "t", true, true, /*load_module_only=*/true);
+  CHECK(got.client_state == R"({"note":"x"})");
+  CHECK(values(*m.engine) == want);
+  CHECK(m.engine->global_steps() == 0);
+  CHECK(m.engine->get_lr() == make(3).engine->get_lr());
+
+  // Everything but the scheduler: the counters come back, the lr stays at the schedule's start.
+  auto n = make(2);
+  n.engine->load_checkpoint(dir, "t", true, /*load_lr_scheduler_states=*/false, false);
+  CHECK(values(*n.engine) == want);
+  CHECK(n.engine->global_steps() == 3);
+  CHECK(n.engine->get_lr() == make(3).engine->get_lr());
+  CHECK(n.engine->get_lr() != saved.engine->get_lr());
+  // And with it, the lr continues where the saved run is.
+  auto f = make(2);
+  f.engine->load_checkpoint(dir, "t");
+  CHECK(f.engine->get_lr() == saved.engine->get_lr());
   fs::remove_all(dir);
 }

@@ -296,6 +296,11 @@ TEST_CASE("bad descriptors inside a v1 library are refused with their reason", "
   CHECK(contains(msg, canon(DSPP_TP_UNKNOWN_KIND)));
   CHECK(contains(msg, "unknown kind 'optimiser'; kinds: optimizer, zero,"));
 
+  msg = plugin_error([&] { reg.load_library(DSPP_TP_ZERO_OLD); });
+  INFO(msg);
+  CHECK(contains(msg, "plugin zero/testbad is built for dspp plugin ABI 1.0"));
+  CHECK(contains(msg, "zero plugins need ABI 1.1"));
+
   msg = plugin_error([&] { reg.load_library(DSPP_TP_NO_DESTROY); });
   INFO(msg);
   CHECK(contains(msg, "plugin scheduler/testbad has no create or destroy function"));

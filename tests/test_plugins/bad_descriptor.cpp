@@ -1,6 +1,7 @@
 // A v1 library whose descriptor is wrong in one way, chosen by TEST_CASE_ID at build time:
 //   1 descriptor ABI major 2 inside a v1 library    2 descriptor ABI minor newer than the host's
 //   3 unknown kind                                 4 no destroy function
+//   5 a zero plugin built for ABI 1.0 (the zero kind changed in 1.1)
 #include <dspp/kinds/scheduler.h>
 #include <dspp/plugin.h>
 
@@ -27,6 +28,9 @@ constexpr dspp_plugin_desc make() {
   d.kind = "optimiser";
 #elif TEST_CASE_ID == 4
   d.destroy = nullptr;
+#elif TEST_CASE_ID == 5
+  d.kind = DSPP_KIND_ZERO;
+  d.abi_minor = 0;
 #endif
   return d;
 }
