@@ -219,28 +219,10 @@ void check_w(const dspp::CheckpointReader& r, int64_t start, int64_t count) {
   }
 }
 
-struct Run {
-  int rc = -1;
-  std::string out;
-  std::string err;
-};
+using Run = ToolRun;
 
 Run ds_checkpoint(const std::string& args) {
-  const fs::path err =
-      fs::temp_directory_path() / ("dspp_ds_checkpoint_" + std::to_string(::getpid()) + ".err");
-  const std::string cmd =
-      std::string("'") + DS_CHECKPOINT_BIN + "' " + args + " 2>'" + err.string() + "'";
-  Run r;
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = read_file(err);
-  fs::remove(err);
-  return r;
+  return run_tool(DS_CHECKPOINT_BIN, args);
 }
 
 }  // namespace

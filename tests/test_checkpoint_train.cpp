@@ -75,16 +75,6 @@ std::string stage(int s) {
   return "zero_optimization.stage=" + std::to_string(s);
 }
 
-int run_tool(const std::string& args, std::string* out) {
-  const std::string cmd = std::string(DS_CHECKPOINT_BIN) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
-  const int st = ::pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 std::string latest_of(const std::string& dir) {
   std::ifstream in(dir + "/latest");
   std::string tag;
@@ -144,8 +134,9 @@ TEST_CASE("a rank killed at any point of a save leaves the previous checkpoint l
     for (const mp::RankResult& r : crashed) someone_died = someone_died || r.exit_code != 0;
     CHECK(someone_died);
     CHECK(latest_of(dir + "/ck") == "global_step2");
-    std::string out;
-    CHECK(run_tool("verify " + dir + "/ck", &out) == 0);
+    const ToolRun verify = run_tool(DS_CHECKPOINT_BIN, "verify " + dir + "/ck");
+    const std::string out = verify.out + verify.err;
+    CHECK(verify.rc == 0);
     INFO(out);
     const std::vector<mp::RankResult> again = train(2, 3, {"--resume", dir + "/ck"});
     require_ok(again);
@@ -172,8 +163,9 @@ TEST_CASE("a flipped byte in a shard: the load refuses, naming the file") {
   const std::vector<mp::RankResult> rs = train(2, 3, {"--resume", dir + "/ck"});
   CHECK(rs[0].exit_code != 0);
   CHECK(contains(mp::describe(rs), "rank_00001.safetensors"));
-  std::string out;
-  CHECK(run_tool("verify " + dir + "/ck", &out) != 0);
+  const ToolRun verify = run_tool(DS_CHECKPOINT_BIN, "verify " + dir + "/ck");
+  const std::string out = verify.out + verify.err;
+  CHECK(verify.rc != 0);
   CHECK(contains(out, "rank_00001.safetensors"));
   fs::remove_all(dir);
 }

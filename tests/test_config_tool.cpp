@@ -1,13 +1,12 @@
 // The ds-config command line: output, exit codes, and what goes to stdout versus stderr.
-#include "catch.h"
-
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include "catch.h"
+#include "test_util.h"
 
 namespace {
 
@@ -17,32 +16,11 @@ std::filesystem::path temp_path(const std::string& name) {
          ("dspp_ds_config_" + std::to_string(::getpid()) + "_" + name);
 }
 
-struct Result {
-  int rc = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using Result = ToolRun;
 
 // Runs ds-config with `args` (already shell-quoted where needed).
 Result ds_config(const std::string& args) {
-  std::filesystem::path err = temp_path("stderr.txt");
-  std::string cmd = std::string("'") + DS_CONFIG_BIN + "' " + args + " 2>'" + err.string() + "'";
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int status = pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = read_all(err);
-  std::filesystem::remove(err);
-  return r;
+  return run_tool(DS_CONFIG_BIN, args);
 }
 
 struct TempConfig {

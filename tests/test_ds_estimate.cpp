@@ -21,31 +21,11 @@
 
 namespace {
 
-struct Result {
-  int rc = -1;
-  std::string out;
-  std::string err;
-};
+using Result = ToolRun;
 
 // Runs ds-estimate with `args` (no shell metacharacters in them).
 Result ds_estimate(const std::string& args) {
-  // CTest runs test cases of this binary in parallel processes: the temp name carries the pid.
-  const std::filesystem::path err = std::filesystem::temp_directory_path() /
-                                    ("dspp_ds_estimate_" + std::to_string(::getpid()) + ".err");
-  const std::string cmd =
-      std::string("'") + DS_ESTIMATE_BIN + "' " + args + " 2>'" + err.string() + "'";
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err);
-  r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  std::filesystem::remove(err);
-  return r;
+  return run_tool(DS_ESTIMATE_BIN, args);
 }
 
 rapidjson::Document ds_estimate_json(const std::string& args) {

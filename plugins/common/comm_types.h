@@ -1,5 +1,6 @@
-// What the comm plugins share (header-only; plugins link nothing of each other): the element types
-// a collective moves, with their names and sizes, and the reduction ops' names for messages.
+// What plugins share about element types (header-only; plugins link nothing of each other): the
+// dtypes a collective moves, with their names and sizes (the device kernels name dtypes with it
+// too), and the reduction ops' names for messages.
 #pragma once
 
 #include <dspp/abi.h>

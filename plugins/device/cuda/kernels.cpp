@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../../common/comm_types.h"
 #include "kernels_gemm.h"
 #include "launch.h"
 
@@ -36,29 +37,15 @@ namespace {
 
 constexpr const char* kWho = "device/cuda";
 
+// Names and kinds from the table every plugin shares (plugins/common/comm_types.h).
 const char* dtype_name(int32_t d) {
-  switch (d) {
-    case DSPP_F32:
-      return "f32";
-    case DSPP_F16:
-      return "f16";
-    case DSPP_BF16:
-      return "bf16";
-    case DSPP_I32:
-      return "i32";
-    case DSPP_I64:
-      return "i64";
-    case DSPP_U8:
-      return "u8";
-    case DSPP_F64:
-      return "f64";
-    default:
-      return "unknown dtype";
-  }
+  comm_types::DtypeInfo i{};
+  return comm_types::dtype_info(d, &i) ? i.name : "unknown dtype";
 }
 
 bool is_float(int32_t d) {
-  return d == DSPP_F32 || d == DSPP_BF16 || d == DSPP_F16;
+  comm_types::DtypeInfo i{};
+  return d != DSPP_F64 && comm_types::dtype_info(d, &i) && i.is_float;
 }
 
 int64_t numel(const dspp_tensor_view& v) {
