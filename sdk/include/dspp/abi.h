@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 #define DSPP_ABI_MAJOR 1
-#define DSPP_ABI_MINOR 1
+#define DSPP_ABI_MINOR 2
 
 // The entry symbol carries the ABI major in its name, so a library built for another major is
 // recognised as such (its symbol is simply not the one we look up) instead of being misread.
@@ -130,6 +130,12 @@ typedef struct dspp_host_api {
   void (*free_host)(void* self, void* ptr);
   int32_t rank;        // global rank of this process (0 when not distributed)
   int32_t world_size;  // 1 when not distributed
+  // ABI 1.2: the accelerator this process computes on, a `dspp::Device*` (kinds/device.h), or
+  // NULL when it computes on the CPU. Tensor views whose device.type is DSPP_DEVICE_CUDA live
+  // in its memory; plugins run their work on its kernels. The host computes on the legacy default
+  // stream (NULL) in this release, so plugins enqueue there too and stay in order with it.
+  // Read it through dspp::plugin::host_device(), which checks struct_size.
+  void* (*device)(void* self);
 } dspp_host_api;
 
 // ---- option schema

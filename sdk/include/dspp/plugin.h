@@ -14,6 +14,7 @@
 
 #include <dspp/abi.h>
 
+#include <cstddef>
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -77,6 +78,16 @@ dspp_status guard(const dspp_host_api* host, Fn&& fn) noexcept {
   } catch (...) {
     return fail(DSPP_ERR_INTERNAL, "unknown exception");
   }
+}
+
+// The host's compute device (a dspp::Device*, kinds/device.h) or NULL: computing on the CPU, or a
+// host older than ABI 1.2.
+inline void* host_device(const dspp_host_api* host) noexcept {
+  if (!host || host->struct_size < offsetof(dspp_host_api, device) + sizeof(host->device) ||
+      !host->device) {
+    return nullptr;
+  }
+  return host->device(host->self);
 }
 
 inline void log(const dspp_host_api* host, dspp_log_level level, const char* plugin,

@@ -109,7 +109,7 @@ class Device {
 // A bad shape or dtype fails with DSPP_ERR_INVALID_ARGUMENT and a message naming the argument;
 // nothing is enqueued then.
 
-#define DSPP_DEVICE_KERNELS_VERSION 1
+#define DSPP_DEVICE_KERNELS_VERSION 2
 
 // gemm epilogues: what is applied to alpha op(a) op(b) + beta c before it is stored in c.
 #define DSPP_GEMM_EPILOGUE_NONE 0
@@ -118,6 +118,19 @@ class Device {
 #define DSPP_GEMM_EPILOGUE_BIAS_GELU 3  // gelu(... + bias[col])
 // gemm flags
 #define DSPP_GEMM_ALLOW_TF32 0x1u  // f32 inputs may be multiplied as TF32 (10-bit mantissa)
+
+// The constants of one Adam/AdamW step for a run of elements, already rounded to fp32 (the host
+// computes them in double, as the CPU optimizer does). Per element, with g the gradient:
+//   g += l2 * p;  m = beta1 m + one_minus_beta1 g;  v = beta2 v + one_minus_beta2 g^2
+//   p = p * decay - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps)
+struct DeviceAdamConsts {
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float step_size;     // lr / (1 - beta1^t), or lr without bias correction
+  float inv_sqrt_bc2;  // 1 / sqrt(1 - beta2^t), or 1
+  float eps;
+  float decay;  // 1 - lr * weight_decay (decoupled, AdamW), else 1
+  float l2;     // weight_decay (L2 mode), else 0
+};
 
 class DeviceKernels {
  public:
@@ -214,6 +227,19 @@ class DeviceKernels {
   // out = x converted (round to nearest even) between f32, bf16 and f16.
   virtual dspp_status cast(const dspp_tensor_view* x, const dspp_tensor_view* out,
                            void* stream) noexcept = 0;
+
+  // ---- Version 2: what the ZeRO stages and the optimizers need on the device. The host calls
+  // these only when version() >= 2.
+  // out[0] = (accumulate ? out[0] : 0) + sum of x[i]^2, each square and the sum in f64, summed in
+  // a fixed order (the same result every run). x: float, any shape; out: f64, one element. A
+  // non-finite x makes the sum non-finite (the overflow check reads it).
+  virtual dspp_status sum_squares(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                                  int32_t accumulate, void* stream) noexcept = 0;
+  // One Adam step over p, g, m, v (f32, one element count, m and v the moments): the formula of
+  // DeviceAdamConsts, element by element in fp32 (the CPU kernel's operations in its order).
+  virtual dspp_status adam_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                                const dspp_tensor_view* m, const dspp_tensor_view* v,
+                                const DeviceAdamConsts* k, void* stream) noexcept = 0;
 
  protected:
   ~DeviceKernels() = default;
