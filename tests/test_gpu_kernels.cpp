@@ -9,6 +9,8 @@
 //     sums here are at most a few thousand terms, summed in blocks, so errors stay near 1e-6);
 //   bf16 outputs: ~1e-2 (one rounding to 8 bits of mantissa is 2^-9 = 2e-3 of the value);
 //   f16 outputs: ~2e-3 (one rounding to 11 bits is 2^-12 = 2.4e-4).
+// The optimizer kernels (DeviceKernels version 2): sum_squares within 1e-12 of a compensated f64
+// sum (see its test for why), adam_step bit for bit against the CPU kernel's fp32 expression.
 // Failures print how many elements missed, the worst one (by its error over its bound) with its
 // index, both values and the bound. DSPP_KERNEL_TEST_VERBOSE=1 prints the worst ratio of every
 // check, also when it passes (to see how much room each bound leaves).
@@ -50,13 +52,15 @@ const char* dtype_name(int32_t d) {
       return "f16";
     case DSPP_I32:
       return "i32";
+    case DSPP_F64:
+      return "f64";
     default:
       return "?";
   }
 }
 
 size_t dtype_size(int32_t d) {
-  return d == DSPP_BF16 || d == DSPP_F16 ? 2 : 4;
+  return d == DSPP_BF16 || d == DSPP_F16 ? 2 : d == DSPP_F64 ? 8 : 4;
 }
 
 uint32_t bits_of(float f) {
@@ -279,7 +283,9 @@ class Buf {
     std::vector<unsigned char> host(bytes_);
     for (size_t i = 0; i < values.size(); ++i) {
       const float f = static_cast<float>(values[i]);
-      if (view_.dtype == DSPP_F32) {
+      if (view_.dtype == DSPP_F64) {
+        std::memcpy(&host[8 * i], &values[i], 8);
+      } else if (view_.dtype == DSPP_F32) {
         std::memcpy(&host[4 * i], &f, 4);
       } else if (view_.dtype == DSPP_BF16) {
         const uint16_t h = bf16_bits(f);
@@ -312,6 +318,8 @@ class Buf {
         int32_t x;
         std::memcpy(&x, &host[4 * i], 4);
         out[i] = x;
+      } else if (view_.dtype == DSPP_F64) {
+        std::memcpy(&out[i], &host[8 * i], 8);
       } else {
         uint16_t h;
         std::memcpy(&h, &host[2 * i], 2);
@@ -1098,6 +1106,264 @@ TEST_CASE("device/cuda kernels: add, scale, fill and cast", "[gpu][kernels][elem
   }
 }
 
+// ---- optimizer kernels (version 2) ----------------------------------------------------------
+
+namespace {
+
+// The sum of squares in f64 with Neumaier's compensation: within ~2 ulp of the exact sum for
+// these sizes (the squares of floats are exact in f64), so the bound of the check covers the
+// kernel's rounding only.
+double sum_squares_ref(const std::vector<double>& x, double start) {
+  double s = start, c = 0.0;
+  for (double v : x) {
+    const double t = v * v;
+    const double u = s + t;
+    c += std::fabs(s) >= std::fabs(t) ? (s - u) + t : (t - u) + s;
+    s = u;
+  }
+  return s + c;
+}
+
+// DeviceAdamConsts as the CPU optimizer makes them (plugins/optimizer/common/adam_kernel.h):
+// computed in f64, rounded once.
+dspp::DeviceAdamConsts adam_consts_ref(double lr, double beta1, double beta2, double eps, double wd,
+                                       int64_t t, bool bias_correction, bool decoupled) {
+  const double bc1 = bias_correction ? 1.0 - std::pow(beta1, static_cast<double>(t)) : 1.0;
+  const double bc2 = bias_correction ? 1.0 - std::pow(beta2, static_cast<double>(t)) : 1.0;
+  dspp::DeviceAdamConsts k{};
+  k.beta1 = static_cast<float>(beta1);
+  k.one_minus_beta1 = static_cast<float>(1.0 - beta1);
+  k.beta2 = static_cast<float>(beta2);
+  k.one_minus_beta2 = static_cast<float>(1.0 - beta2);
+  k.step_size = static_cast<float>(lr / bc1);
+  k.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  k.eps = static_cast<float>(eps);
+  k.decay = static_cast<float>(decoupled ? 1.0 - lr * wd : 1.0);
+  k.l2 = static_cast<float>(decoupled ? 0.0 : wd);
+  return k;
+}
+
+// One element of the step in fp32, the CPU kernel's operations in its order. Every operation
+// goes through a volatile float, so each is rounded to fp32 on its own and the compiler cannot
+// contract a multiply and an add into an FMA (the device kernel uses uncontracted intrinsics).
+void adam_ref_element(float& p, float g, float& m, float& v, const dspp::DeviceAdamConsts& k) {
+  const float pi = p;
+  volatile float gi = g;
+  if (k.l2 != 0.0f) {
+    volatile const float l2p = k.l2 * pi;
+    gi = gi + l2p;
+  }
+  volatile const float m_old = k.beta1 * m;
+  volatile const float m_new = k.one_minus_beta1 * gi;
+  volatile const float mi = m_old + m_new;
+  volatile const float v_old = k.beta2 * v;
+  volatile const float v_g = k.one_minus_beta2 * gi;
+  volatile const float v_new = v_g * gi;
+  volatile const float vi = v_old + v_new;
+  volatile const float root = std::sqrt(static_cast<float>(vi));
+  volatile const float scaled = root * k.inv_sqrt_bc2;
+  volatile const float denom = scaled + k.eps;
+  volatile const float ratio = mi / denom;
+  volatile const float update = k.step_size * ratio;
+  volatile const float decayed = pi * k.decay;
+  m = mi;
+  v = vi;
+  p = decayed - update;
+}
+
+// f32 results bit for bit; a failure names the first differing element and both values.
+void expect_bits(const std::string& what, const std::vector<unsigned char>& got,
+                 const std::vector<float>& ref) {
+  REQUIRE(got.size() == ref.size() * 4);
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (std::memcmp(&got[4 * i], &ref[i], 4) != 0 && bad++ == 0) first = i;
+  }
+  if (bad > 0) {
+    float f;
+    std::memcpy(&f, &got[4 * first], 4);
+    std::ostringstream os;
+    os << std::setprecision(9) << what << ": " << bad << " of " << ref.size()
+       << " elements differ; first at " << first << ": got " << f << " (0x" << std::hex
+       << bits_of(f) << "), ref " << ref[first] << " (0x" << bits_of(ref[first]) << ")";
+    FAIL_CHECK(os.str());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("device/cuda kernels: sum_squares in f64 over every float dtype and deterministic",
+          "[gpu][kernels][optimizer]") {
+  // Bound: |got - ref| <= 1e-12 ref, for every dtype. Each square of a float is exact in f64
+  // (at most 48 mantissa bits), so only the f64 additions round: the kernel adds at most ~16
+  // squares per thread here (8192 at n = 2^31), then 5 shuffle levels, 8 warps, 5 more levels
+  // and 32 warps over the block partials, about 66 roundings of 2^-53 of the (non-negative) sum
+  // on any path, 7e-15 relative (1e-12 at n = 2^31); the compensated reference is within
+  // ~2 x 2^-53. accumulate adds one more rounding.
+  Gpu g;
+  REQUIRE(g.k->version() >= 2);
+  const std::vector<std::vector<int64_t>> shapes = {{0},       {2, 0, 3}, {1},     {7},
+                                                    {3, 5, 7}, {4097},    {65537}, {3000017}};
+  uint64_t seed = 1200;
+  for (const auto& shape : shapes) {
+    for (int32_t dt : kFloatTypes) {
+      INFO("sum_squares " << dtype_name(dt) << " " << shape_str(shape));
+      const int64_t n = product(shape);
+      const auto x = round_all(dt, normal(static_cast<size_t>(n), 0.5, 2, ++seed));
+      Buf dx(g, dt, shape), out(g, DSPP_F64, {1});
+      dx.upload(x);
+      // accumulate 0: out is NaN until written and must not be read.
+      check(g.k->sum_squares(dx.v(), out.v(), 0, g.stream), "sum_squares");
+      const std::vector<unsigned char> first = out.raw();
+      expect_close("sum_squares", out.download(), {sum_squares_ref(x, 0.0)}, {1}, 0, 1e-12);
+      // The same bits on a second run.
+      check(g.k->sum_squares(dx.v(), out.v(), 0, g.stream), "sum_squares again");
+      CHECK(out.raw() == first);
+      // accumulate 1 adds to what out holds.
+      const double start = 12.375;
+      out.upload({start});
+      check(g.k->sum_squares(dx.v(), out.v(), 1, g.stream), "sum_squares accumulate");
+      const std::vector<unsigned char> acc = out.raw();
+      expect_close("sum_squares accumulate", out.download(), {sum_squares_ref(x, start)}, {1}, 0,
+                   1e-12);
+      out.upload({start});
+      check(g.k->sum_squares(dx.v(), out.v(), 1, g.stream), "sum_squares accumulate again");
+      CHECK(out.raw() == acc);
+    }
+  }
+  // A non-finite element makes the sum non-finite (what the overflow check reads).
+  for (int32_t dt : kFloatTypes) {
+    for (double bad :
+         {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
+      INFO("sum_squares " << dtype_name(dt) << " with " << bad);
+      const int64_t n = 4097;
+      auto x = round_all(dt, normal(n, 0, 1, ++seed));
+      x[1234] = bad;
+      Buf dx(g, dt, {n}), out(g, DSPP_F64, {1});
+      dx.upload(x);
+      check(g.k->sum_squares(dx.v(), out.v(), 0, g.stream), "sum_squares");
+      const double got = out.download()[0];
+      CHECK(std::isinf(got));
+      CHECK_FALSE(std::isfinite(got));
+    }
+  }
+  {
+    const int64_t n = 4097;
+    auto x = normal(n, 0, 1, ++seed);
+    x[4000] = std::numeric_limits<double>::quiet_NaN();
+    Buf dx(g, DSPP_F32, {n}), out(g, DSPP_F64, {1});
+    dx.upload(x);
+    out.upload({1.0});
+    check(g.k->sum_squares(dx.v(), out.v(), 1, g.stream), "sum_squares nan");
+    CHECK(std::isnan(out.download()[0]));
+  }
+  // Bad arguments: nothing enqueued, out unchanged.
+  {
+    Buf dx(g, DSPP_F32, {5}), out(g, DSPP_F64, {1}), out32(g, DSPP_F32, {1});
+    Buf ids(g, DSPP_I32, {5});
+    out.upload({3.0});
+    CHECK(g.k->sum_squares(dx.v(), out32.v(), 0, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "sum_squares: out must be f64 with 1 elements"));
+    CHECK(g.k->sum_squares(ids.v(), out.v(), 0, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "sum_squares: x must be f32, bf16 or f16"));
+    CHECK(g.k->sum_squares(nullptr, out.v(), 0, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "sum_squares: x is NULL"));
+    CHECK(out.download() == std::vector<double>{3.0});
+  }
+}
+
+TEST_CASE("device/cuda kernels: adam_step matches the CPU kernel's fp32 bit for bit",
+          "[gpu][kernels][optimizer]") {
+  Gpu g;
+  REQUIRE(g.k->version() >= 2);
+  struct Case {
+    const char* label;
+    bool decoupled;
+    bool bias_correction;
+    int64_t t;
+    bool zero_moments;  // the first step of a run: m = v = 0
+  };
+  const Case cases[] = {
+      {"AdamW step 1", true, true, 1, true},
+      {"AdamW step 7", true, true, 7, false},
+      {"L2 step 1", false, true, 1, true},
+      {"L2 step 7", false, true, 7, false},
+      {"AdamW no bias correction", true, false, 7, false},
+  };
+  // 1027 = 4 x 256 + 3 and 100003: the float4 path and its tail; 1, 3, 5: the scalar path only.
+  const int64_t sizes[] = {1, 3, 5, 1027, 100003};
+  uint64_t seed = 1300;
+  for (const Case& cs : cases) {
+    const dspp::DeviceAdamConsts k =
+        adam_consts_ref(1e-3, 0.9, 0.999, 1e-8, 0.01, cs.t, cs.bias_correction, cs.decoupled);
+    CHECK((k.l2 != 0.0f) == !cs.decoupled);
+    CHECK((k.decay != 1.0f) == cs.decoupled);
+    for (int64_t n : sizes) {
+      for (int misaligned : {0, 1}) {
+        INFO(cs.label << ", n " << n << (misaligned ? ", p one float past an alignment" : ""));
+        auto to_f = [](const std::vector<double>& d) {
+          return std::vector<float>(d.begin(), d.end());
+        };
+        std::vector<float> p = to_f(normal(n, 0, 1, ++seed));
+        const std::vector<float> gr = to_f(normal(n, 0, 1e-2, ++seed));
+        std::vector<float> m(n, 0.0f), v(n, 0.0f);
+        if (!cs.zero_moments) {
+          m = to_f(normal(n, 0, 1e-2, ++seed));
+          const std::vector<double> r = normal(n, 0, 1e-2, ++seed);
+          for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(r[i] * r[i]);
+        }
+        // An infinite parameter stays infinite without an L2 term (no 0 x inf).
+        if (cs.decoupled && n > 3) p[2] = std::numeric_limits<float>::infinity();
+        // p: a view one float into its block when misaligned (the scalar kernel alone), with
+        // another shape than g (only the element count has to match).
+        Buf dp_block(g, DSPP_F32, {n + 1}), dg(g, DSPP_F32, {1, n}), dm(g, DSPP_F32, {n}),
+            dv(g, DSPP_F32, {n});
+        std::vector<double> p_block(p.begin(), p.end());
+        p_block.insert(misaligned ? p_block.begin() : p_block.end(), 0.0);
+        dp_block.upload(p_block);
+        dg.upload(std::vector<double>(gr.begin(), gr.end()));
+        dm.upload(std::vector<double>(m.begin(), m.end()));
+        dv.upload(std::vector<double>(v.begin(), v.end()));
+        dspp_tensor_view pv = *dp_block.v();
+        pv.shape[0] = n;
+        if (misaligned) pv.data = static_cast<float*>(pv.data) + 1;
+        check(g.k->adam_step(&pv, dg.v(), dm.v(), dv.v(), &k, g.stream), "adam_step");
+        for (int64_t i = 0; i < n; ++i) adam_ref_element(p[i], gr[i], m[i], v[i], k);
+        std::vector<unsigned char> got_p = dp_block.raw();
+        got_p.erase(misaligned ? got_p.begin() : got_p.end() - 4,
+                    misaligned ? got_p.begin() + 4 : got_p.end());
+        expect_bits("adam_step p", got_p, p);
+        expect_bits("adam_step m", dm.raw(), m);
+        expect_bits("adam_step v", dv.raw(), v);
+        // The element outside the view is untouched.
+        const std::vector<double> all = dp_block.download();
+        CHECK(all[misaligned ? 0 : static_cast<size_t>(n)] == 0.0);
+      }
+    }
+  }
+  // Bad arguments: nothing enqueued (p unchanged), a message naming the argument.
+  {
+    const dspp::DeviceAdamConsts k = adam_consts_ref(1e-3, 0.9, 0.999, 1e-8, 0, 1, true, true);
+    Buf dp(g, DSPP_F32, {3, 3}), dg(g, DSPP_F32, {10}), dg9(g, DSPP_F32, {9});
+    Buf dm(g, DSPP_F32, {9}), dv(g, DSPP_F32, {9}), dm16(g, DSPP_BF16, {9});
+    dp.upload(std::vector<double>(9, 1.5));
+    const std::vector<unsigned char> before = dp.raw();
+    CHECK(g.k->adam_step(dp.v(), dg.v(), dm.v(), dv.v(), &k, g.stream) ==
+          DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "adam_step: g must be f32 with 9 elements"));
+    CHECK(g.k->adam_step(dp.v(), dg9.v(), dm16.v(), dv.v(), &k, g.stream) ==
+          DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "adam_step: m must be f32 with 9 elements"));
+    CHECK(g.k->adam_step(dp.v(), dg9.v(), dm.v(), dv.v(), nullptr, g.stream) ==
+          DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "adam_step: k is NULL"));
+    CHECK(g.k->adam_step(dp.v(), dg9.v(), dm.v(), dm.v(), &k, g.stream) ==
+          DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "adam_step: v must not be the same memory as m"));
+    CHECK(dp.raw() == before);
+  }
+}
+
 // ---- steady state ---------------------------------------------------------------------------
 
 TEST_CASE("device/cuda kernels: a repeated training step calls cudaMalloc only in the first",
@@ -1112,6 +1378,7 @@ TEST_CASE("device/cuda kernels: a repeated training step calls cudaMalloc only i
   Buf lnw(g, DSPP_BF16, {C}), mean(g, DSPP_F32, {B * T}), rstd(g, DSPP_F32, {B * T});
   Buf logits(g, DSPP_BF16, {B, T, V}), targets(g, DSPP_I32, {B, T}), loss(g, DSPP_F32, {1});
   Buf ids(g, DSPP_I32, {B, T}), emb(g, DSPP_BF16, {V, C}), demb(g, DSPP_F32, {V, C});
+  Buf norm(g, DSPP_F64, {1});
   x.upload(round_all(DSPP_BF16, normal(B * T * C, 0, 1, 1)));
   w.upload(round_all(DSPP_BF16, normal(3 * C * C, 0, 0.1, 2)));
   bias.upload(std::vector<double>(3 * C, 0.0));
@@ -1146,6 +1413,10 @@ TEST_CASE("device/cuda kernels: a repeated training step calls cudaMalloc only i
                              g.stream),
           "cross_entropy");
     check(g.k->embedding_backward(ids.v(), x.v(), demb.v(), g.stream), "embedding_backward");
+    if (g.k->version() >= 2) {
+      check(g.k->sum_squares(dw.v(), norm.v(), 0, g.stream), "sum_squares");
+      check(g.k->sum_squares(demb.v(), norm.v(), 1, g.stream), "sum_squares");
+    }
     g.sync();
   };
   auto mallocs = [&] {

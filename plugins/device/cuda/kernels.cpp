@@ -554,6 +554,51 @@ class CudaKernels final : public dspp::DeviceKernels {
     });
   }
 
+  // ---- version 2 ----
+
+  dspp_status sum_squares(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                          int32_t accumulate, void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("sum_squares");
+      const dspp_tensor_view& vx = args.need(x, "x");
+      const dspp_tensor_view& vo = args.need(out, "out");
+      args.floating(vx, "x");
+      args.count(vo, "out", DSPP_F64, 1, "one value");
+      bind_();
+      Scratch scratch(device_, static_cast<cudaStream_t>(stream));
+      launch_sum_squares(vx.dtype, vx.data, numel(vx), static_cast<double*>(vo.data),
+                         accumulate != 0, scratch);
+    });
+  }
+
+  dspp_status adam_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                        const dspp_tensor_view* m, const dspp_tensor_view* v,
+                        const DeviceAdamConsts* k, void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("adam_step");
+      const dspp_tensor_view& vp = args.need(p, "p");
+      const dspp_tensor_view& vg = args.need(g, "g");
+      const dspp_tensor_view& vm = args.need(m, "m");
+      const dspp_tensor_view& vv = args.need(v, "v");
+      if (!k) args.fail("k is NULL");
+      if (vp.dtype != DSPP_F32) args.fail("p must be f32, got " + describe(vp));
+      const int64_t n = numel(vp);
+      args.count(vg, "g", DSPP_F32, n, "like p");
+      args.count(vm, "m", DSPP_F32, n, "like p");
+      args.count(vv, "v", DSPP_F32, n, "like p");
+      args.distinct(vg, "g", vp, "p");
+      args.distinct(vm, "m", vp, "p");
+      args.distinct(vv, "v", vp, "p");
+      args.distinct(vm, "m", vg, "g");
+      args.distinct(vv, "v", vg, "g");
+      args.distinct(vv, "v", vm, "m");
+      bind_();
+      launch_adam_step(static_cast<float*>(vp.data), static_cast<const float*>(vg.data),
+                       static_cast<float*>(vm.data), static_cast<float*>(vv.data), n, *k,
+                       static_cast<cudaStream_t>(stream));
+    });
+  }
+
  private:
   struct Shape {
     int64_t b, t, c;

@@ -87,4 +87,13 @@ void launch_attention_backward(int32_t dtype, const void* qkv, const void* y, co
                                const void* dy, void* dqkv, int64_t b, int64_t t, int64_t c,
                                int64_t n_head, Scratch& scratch);
 
+// ---- kernels_optimizer.cu -----------------------------------------------------------------------
+// out[0] (device f64) = (accumulate ? out[0] : 0) + sum of x[i]^2 in f64, in an order fixed by n.
+// x: any float dtype.
+void launch_sum_squares(int32_t dtype, const void* x, int64_t n, double* out, bool accumulate,
+                        Scratch& scratch);
+// One Adam step over n f32 elements (DeviceAdamConsts' formula, the CPU kernel's fp32 operations).
+void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n,
+                      const dspp::DeviceAdamConsts& k, cudaStream_t stream);
+
 }  // namespace dspp::cuda
