@@ -18,6 +18,7 @@
 
 #include <rapidjson/document.h>
 
+#include "device/compute_device.h"
 #include "engine/zero_init.h"
 #include "log/log.h"
 #include "monitor/csv_monitor.h"
@@ -257,7 +258,14 @@ void Engine::after_backward(const std::vector<int32_t>& idx) {
     for (int32_t i : idx) {
       Parameter* p = params_[static_cast<size_t>(i)];
       if (zero_params_[static_cast<size_t>(i)].group < 0 || !p->grad.defined()) continue;
-      p->grad.data<float>()[0] = std::numeric_limits<float>::infinity();
+      if (p->grad.device().type == DSPP_DEVICE_CPU) {
+        p->grad.data<float>()[0] = std::numeric_limits<float>::infinity();
+      } else {
+        const dspp_tensor_view one = p->grad.slice(0, {1}).view();
+        check_plugin(device::kernels("DSPP_TEST_INF_GRAD")
+                         .fill(&one, std::numeric_limits<double>::infinity(), nullptr),
+                     "DSPP_TEST_INF_GRAD fill");
+      }
       inf_grad_done_ = inf_grad_step_;
       break;
     }
@@ -324,8 +332,19 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
     throw Error(Errc::kInvalidArgument,
                 "engine: a ZeRO stage that manages parameters must manage gradients too");
   }
-  if (!manages_params_) flat_params_ = Tensor::zeros({padded});
-  if (!manages_grads_) flat_grads_ = Tensor::zeros({padded});
+  // On a GPU the values live in the working dtype for real; they are assembled in a host fp32
+  // buffer first (the model was built on the host) and cast once on the device.
+  device_ = current_device();
+  const bool gpu = device_.type == DSPP_DEVICE_CUDA;
+  if (gpu && manages_params_) {
+    throw Error(Errc::kInvalidArgument,
+                "engine: ZeRO stage 3 keeps parameters on the CPU in this release; use --device "
+                "cpu (dspp::use_device(\"cpu\")) or zero_optimization.stage 0-2");
+  }
+  const dspp_dtype value_dtype = gpu ? static_cast<dspp_dtype>(working_dtype_) : DSPP_F32;
+  Tensor host_values;  // the fp32 assembly buffer
+  if (!manages_params_) host_values = Tensor::zeros({padded});
+  if (!manages_grads_) flat_grads_ = Tensor::zeros({padded}, DSPP_F32, device_);
   live_.assign(params_.size(), 0);
   std::map<std::string, int64_t> offset_of;
   int64_t off = 0;
@@ -333,20 +352,36 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
     const int64_t n = numel_of(p->shape);
     if (p->zero_world > 0) zero::check_partition(*p, *grad_group_);
     if (!manages_params_) {
-      Tensor dst = flat_params_.slice(off, p->shape);
+      Tensor dst = host_values.slice(off, p->shape);
       if (p->zero_world > 0) {
         zero::gather_whole(*p, *grad_group_, dst);  // built under zero::Init
       } else if (p->value.defined()) {
         std::memcpy(dst.data(), p->value.data(), dst.nbytes());
       }
-      p->value = dst;
       p->zero_world = 0;
     } else if (!p->value.defined()) {
       p->value = Tensor::zeros(p->shape);
     }
-    p->grad = manages_grads_ ? Tensor() : flat_grads_.slice(off, p->shape);
     offset_of[p->name] = off;
     off += n;
+  }
+  if (!manages_params_) {
+    if (!gpu) {
+      flat_params_ = host_values;
+    } else if (value_dtype == DSPP_F32) {
+      flat_params_ = host_values.to(device_);
+    } else {
+      Tensor staged = host_values.to(device_);
+      flat_params_ = Tensor::empty({padded}, value_dtype, device_);
+      const dspp_tensor_view vs = staged.view(), vd = flat_params_.view();
+      check_plugin(device::kernels("engine").cast(&vs, &vd, nullptr), "engine: parameters cast");
+    }
+    host_values = Tensor();
+  }
+  for (Parameter* p : params_) {
+    const int64_t o = offset_of[p->name];
+    if (!manages_params_) p->value = flat_params_.slice(o, p->shape);
+    p->grad = manages_grads_ ? Tensor() : flat_grads_.slice(o, p->shape);
   }
 
   // Groups: DeepSpeed's model_parameters, or one group holding everything.
@@ -381,7 +416,8 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   // Every rank starts from rank 0's parameters (DeepSpeed's _broadcast_model); zero::Init
   // broadcast the ones it partitioned when it built them.
   if (!manages_params_) {
-    grad_group_->broadcast(flat_params_, 0);
+    // (A world of one has nobody to hear it; on a GPU that also spares gloo device memory.)
+    if (!gpu || grad_group_->size() > 1) grad_group_->broadcast(flat_params_, 0);
   } else {
     for (Parameter* p : params_) {
       if (p->zero_world == 0) grad_group_->broadcast(p->value, 0);
@@ -431,7 +467,7 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
                   optimizer_.impl.get(),
                   group_setups_.data(),
                   static_cast<int32_t>(group_setups_.size()),
-                  cpu_device(),
+                  device_,
                   op == "sum" ? 0 : 1,
                   predivide,
                   working_dtype_};

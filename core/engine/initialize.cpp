@@ -1,4 +1,5 @@
 // initialize(): DeepSpeed's deepspeed.initialize() order, one function per step.
+#include <dspp/device.h>
 #include <dspp/initialize.h>
 #include <dspp/kinds/flagger.h>
 #include <dspp/kinds/zero.h>
@@ -68,6 +69,8 @@ dist::LaunchEnv init_distributed(const InitializeArgs& a) {
   if (!is_initialized()) {
     DistOptions o;
     o.distributed_port = a.distributed_port;
+    // DeepSpeed takes the accelerator's backend: NCCL for GPUs.
+    if (current_device().type == DSPP_DEVICE_CUDA) o.backend = "nccl";
     if (const char* b = std::getenv("DSPP_COMM_BACKEND"); b && *b) o.backend = b;
     // torch's init_method: env:// (rank 0's TCP store) or file:///dir on a shared filesystem.
     if (const char* m = std::getenv("DSPP_INIT_METHOD"); m && *m) o.init_method = m;

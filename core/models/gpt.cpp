@@ -6,6 +6,8 @@
 #include <cmath>
 
 #include "nn/check.h"
+#include "nn/device_ops.h"
+#include "nn/ops.h"
 
 namespace dspp {
 
@@ -37,13 +39,26 @@ GPTTransformer::GPTTransformer(const GPTConfig& config, Rng& rng) : block_size_(
 }
 
 Tensor GPTTransformer::forward(const Tensor& tokens) {
-  nn::require_host(*this, "tokens", tokens, DSPP_I32);
-  if (tokens.dim() != 2 || tokens.size(1) > block_size_) {
+  if (!tokens.defined() || tokens.dtype() != DSPP_I32 || tokens.dim() != 2 ||
+      tokens.size(1) > block_size_) {
     nn::fail(*this, "tokens must be i32 [B, T] with T <= block_size " +
                         std::to_string(block_size_) + ", got " + tokens.describe());
   }
   const int64_t B = tokens.size(0), T = tokens.size(1);
-  Tensor tok = forward_child(*wte_, tokens);                    // [B, T, C]
+  Tensor tok = forward_child(*wte_, tokens);  // [B, T, C]
+  if (nn::gpu::on_gpu(tok)) {
+    // On the GPU the positions are looked up as [B, T] ids, so the sum is one elementwise add
+    // and wpe's backward sums the batch in its deterministic scatter-add.
+    if (!nn::gpu::on_gpu(positions_bt_) || positions_bt_.size(0) != B ||
+        positions_bt_.size(1) != T) {
+      Tensor host = Tensor::empty({B, T}, DSPP_I32);
+      for (int64_t i = 0; i < B * T; ++i) host.data<int32_t>()[i] = static_cast<int32_t>(i % T);
+      positions_bt_ = host.to(tok.device());
+    }
+    Tensor pos = forward_child(*wpe_, positions_bt_);  // [B, T, C]
+    return forward_child(*ln_f_, forward_child(*h_, nn::add(tok, pos)));
+  }
+  nn::require_host(*this, "tokens", tokens, DSPP_I32);
   Tensor pos = forward_child(*wpe_, positions_.slice(0, {T}));  // [T, C]
   const int64_t C = tok.size(2);
   Tensor x = Tensor::empty({B, T, C});
@@ -58,6 +73,11 @@ Tensor GPTTransformer::forward(const Tensor& tokens) {
 
 Tensor GPTTransformer::backward_input(const Tensor& dy) {
   Tensor d = backward_child(*h_, backward_child(*ln_f_, dy));
+  if (nn::gpu::on_gpu(d)) {
+    backward_child(*wpe_, d);
+    backward_child(*wte_, d);
+    return Tensor();
+  }
   // x = tok + pos broadcast over the batch: pos gets the batch sum, in batch order.
   const int64_t B = d.size(0), T = d.size(1), C = d.size(2);
   Tensor dpos = Tensor::zeros({T, C});

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "nn/check.h"
+#include "nn/device_ops.h"
 
 namespace dspp {
 namespace {
@@ -111,6 +112,25 @@ CausalSelfAttention::CausalSelfAttention(int64_t n_embd, int64_t n_head, Rng& rn
 
 Tensor CausalSelfAttention::forward(const Tensor& x) {
   const int64_t C = c_proj_->out_features();
+  if (nn::gpu::on_gpu(c_proj_->weight().value)) {
+    Tensor qkv = forward_child(*c_attn_, x);  // moves a host input onto the device
+    if (qkv.dim() != 3) {
+      nn::fail(*this, "input must be [B, T, " + std::to_string(C) + "], got " + x.describe());
+    }
+    const std::string who = nn::where(*this);
+    const int64_t B = qkv.size(0), T = qkv.size(1);
+    Tensor y = Tensor::empty({B, T, C}, qkv.dtype(), qkv.device());
+    Tensor lse = Tensor::empty({B, n_head_, T}, DSPP_F32, qkv.device());
+    const dspp_tensor_view vq = qkv.view(), vy = y.view(), vl = lse.view();
+    nn::gpu::run(who,
+                 nn::gpu::kernels(who).attention_forward(&vq, static_cast<int32_t>(n_head_), &vy,
+                                                         &vl, nullptr),
+                 "attention_forward");
+    qkv_ = qkv;
+    y_ = y;
+    lse_ = lse;
+    return forward_child(*c_proj_, y);
+  }
   nn::require_host(*this, "input", x, DSPP_F32);
   if (x.dim() != 3 || x.size(2) != C) {
     nn::fail(*this, "input must be [B, T, " + std::to_string(C) + "], got " + x.describe());
@@ -127,6 +147,19 @@ Tensor CausalSelfAttention::forward(const Tensor& x) {
 
 Tensor CausalSelfAttention::backward_input(const Tensor& dy) {
   nn::require_forward(*this, qkv_);
+  if (nn::gpu::on_gpu(qkv_)) {
+    const std::string who = nn::where(*this);
+    Tensor dy_core = backward_child(*c_proj_, dy);
+    Tensor dqkv = Tensor::empty(qkv_.shape(), qkv_.dtype(), qkv_.device());
+    const dspp_tensor_view vq = qkv_.view(), vy = y_.view(), vl = lse_.view(),
+                           vdy = dy_core.view(), vdq = dqkv.view();
+    nn::gpu::run(who,
+                 nn::gpu::kernels(who).attention_backward(&vq, &vy, &vl, &vdy,
+                                                          static_cast<int32_t>(n_head_), &vdq,
+                                                          nullptr),
+                 "attention_backward");
+    return backward_child(*c_attn_, dqkv);
+  }
   const int64_t B = qkv_.size(0), T = qkv_.size(1), C = c_proj_->out_features();
   nn::require_shape(*this, "dy", dy, {B, T, C});
   Tensor dy_core = backward_child(*c_proj_, dy);

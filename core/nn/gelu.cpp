@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "nn/check.h"
+#include "nn/device_ops.h"
 
 namespace dspp {
 namespace {
@@ -14,6 +15,14 @@ constexpr float kGeluCubic = 0.044715f;
 }  // namespace
 
 Tensor GELU::forward(const Tensor& x) {
+  if (nn::gpu::on_gpu(x)) {
+    const std::string who = nn::where(*this);
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+    const dspp_tensor_view vx = x.view(), vy = y.view();
+    nn::gpu::run(who, nn::gpu::kernels(who).gelu_forward(&vx, &vy, nullptr), "gelu_forward");
+    x_ = x;
+    return y;
+  }
   nn::require_host(*this, "input", x, DSPP_F32);
   Tensor y = Tensor::empty(x.shape());
   const float* xp = x.data<float>();
@@ -30,6 +39,15 @@ Tensor GELU::forward(const Tensor& x) {
 
 Tensor GELU::backward_input(const Tensor& dy) {
   nn::require_forward(*this, x_);
+  if (nn::gpu::on_gpu(x_)) {
+    const std::string who = nn::where(*this);
+    nn::gpu::require(who, "dy", dy, x_.shape(), x_.dtype(), x_.device());
+    Tensor dx = Tensor::empty(x_.shape(), x_.dtype(), x_.device());
+    const dspp_tensor_view vx = x_.view(), vdy = dy.view(), vdx = dx.view();
+    nn::gpu::run(who, nn::gpu::kernels(who).gelu_backward(&vx, &vdy, &vdx, nullptr),
+                 "gelu_backward");
+    return dx;
+  }
   nn::require_shape(*this, "dy", dy, x_.shape());
   Tensor dx = Tensor::empty(x_.shape());
   const float* xp = x_.data<float>();

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "nn/check.h"
+#include "nn/device_ops.h"
 
 namespace dspp {
 
@@ -19,6 +20,28 @@ LayerNorm::LayerNorm(int64_t dim, float eps) : eps_(eps) {
 
 Tensor LayerNorm::forward(const Tensor& x) {
   const int64_t c = weight_.shape[0];
+  if (nn::gpu::on_gpu(weight_.value)) {
+    const std::string who = nn::where(*this);
+    const Tensor& w = weight_.value;
+    Tensor xd = nn::gpu::to_compute(who, "input", x, w.dtype(), w.device());
+    if (xd.size(-1) != c) {
+      nn::fail(*this, "input must be [..., " + std::to_string(c) + "], got " + x.describe());
+    }
+    const int64_t rows = xd.numel() / c;
+    Tensor y = Tensor::empty(xd.shape(), w.dtype(), w.device());
+    Tensor mean = Tensor::empty({rows}, DSPP_F32, w.device());
+    Tensor rstd = Tensor::empty({rows}, DSPP_F32, w.device());
+    const dspp_tensor_view vx = xd.view(), vw = w.view(), vb = bias_.value.view(), vy = y.view(),
+                           vm = mean.view(), vr = rstd.view();
+    nn::gpu::run(who,
+                 nn::gpu::kernels(who).layernorm_forward(&vx, &vw, &vb, eps_, &vy, &vm, &vr,
+                                                         nullptr),
+                 "layernorm_forward");
+    x_ = xd;
+    mean_ = mean;
+    rstd_ = rstd;
+    return y;
+  }
   if (nn::require_host(*this, "input", x, DSPP_F32) != c) {
     nn::fail(*this, "input must be [..., " + std::to_string(c) + "], got " + x.describe());
   }
@@ -55,6 +78,18 @@ Tensor LayerNorm::forward(const Tensor& x) {
 
 Tensor LayerNorm::backward_input(const Tensor& dy) {
   nn::require_forward(*this, x_);
+  if (nn::gpu::on_gpu(x_)) {
+    const std::string who = nn::where(*this);
+    nn::gpu::require(who, "dy", dy, x_.shape(), x_.dtype(), x_.device());
+    Tensor dx = Tensor::empty(x_.shape(), x_.dtype(), x_.device());
+    const dspp_tensor_view vdy = dy.view(), vx = x_.view(), vw = weight_.value.view(),
+                           vm = mean_.view(), vr = rstd_.view(), vdx = dx.view();
+    nn::gpu::run(who,
+                 nn::gpu::kernels(who).layernorm_backward(&vdy, &vx, &vw, &vm, &vr, &vdx, nullptr,
+                                                          nullptr, nullptr),
+                 "layernorm_backward");
+    return dx;
+  }
   nn::require_shape(*this, "dy", dy, x_.shape());
   const int64_t c = weight_.shape[0];
   const int64_t rows = x_.numel() / c;
@@ -90,6 +125,18 @@ Tensor LayerNorm::backward_input(const Tensor& dy) {
 
 void LayerNorm::backward_weight(const Tensor& dy) {
   nn::require_forward(*this, x_);
+  if (nn::gpu::on_gpu(x_)) {
+    const std::string who = nn::where(*this);
+    nn::gpu::require(who, "dy", dy, x_.shape(), x_.dtype(), x_.device());
+    const dspp_tensor_view vdy = dy.view(), vx = x_.view(), vw = weight_.value.view(),
+                           vm = mean_.view(), vr = rstd_.view(), vdw = weight_.grad.view(),
+                           vdb = bias_.grad.view();
+    nn::gpu::run(who,
+                 nn::gpu::kernels(who).layernorm_backward(&vdy, &vx, &vw, &vm, &vr, nullptr, &vdw,
+                                                          &vdb, nullptr),
+                 "layernorm_backward");
+    return;
+  }
   nn::require_shape(*this, "dy", dy, x_.shape());
   const int64_t c = weight_.shape[0];
   const int64_t rows = x_.numel() / c;

@@ -12,6 +12,7 @@
 #include <climits>
 
 #include "nn/check.h"
+#include "nn/device_ops.h"
 
 namespace dspp {
 namespace {
@@ -46,6 +47,26 @@ Linear::Linear(Parameter& tied_weight) : weight_(&tied_weight) {
 
 Tensor Linear::forward(const Tensor& x) {
   const int64_t in = in_features(), out = out_features();
+  if (nn::gpu::on_gpu(weight_->value)) {
+    // y = x W^T (+ b in the GEMM's epilogue), in the weight's dtype.
+    const std::string who = nn::where(*this);
+    const Tensor& w = weight_->value;
+    Tensor xd = nn::gpu::to_compute(who, "input", x, w.dtype(), w.device());
+    if (xd.size(-1) != in) {
+      nn::fail(*this, "input must be [..., " + std::to_string(in) + "], got " + x.describe());
+    }
+    Tensor y = Tensor::empty(nn::with_last(xd, out), w.dtype(), w.device());
+    const dspp_tensor_view vx = xd.view(), vw = w.view(), vy = y.view();
+    const dspp_tensor_view vb = has_bias_ ? bias_.value.view() : dspp_tensor_view{};
+    nn::gpu::run(who,
+                 nn::gpu::kernels(who).gemm(&vx, 0, &vw, 1, &vy, 1.0f, 0.0f,
+                                            has_bias_ ? DSPP_GEMM_EPILOGUE_BIAS
+                                                      : DSPP_GEMM_EPILOGUE_NONE,
+                                            has_bias_ ? &vb : nullptr, nullptr, 0, nullptr),
+                 "gemm");
+    x_ = xd;
+    return y;
+  }
   if (nn::require_host(*this, "input", x, DSPP_F32) != in) {
     nn::fail(*this, "input must be [..., " + std::to_string(in) + "], got " + x.describe());
   }
@@ -73,6 +94,17 @@ Tensor Linear::forward(const Tensor& x) {
 Tensor Linear::backward_input(const Tensor& dy) {
   nn::require_forward(*this, x_);
   const int64_t in = in_features(), out = out_features();
+  if (nn::gpu::on_gpu(x_)) {
+    const std::string who = nn::where(*this);
+    nn::gpu::require(who, "dy", dy, nn::with_last(x_, out), x_.dtype(), x_.device());
+    Tensor dx = Tensor::empty(x_.shape(), x_.dtype(), x_.device());
+    const dspp_tensor_view vdy = dy.view(), vw = weight_->value.view(), vdx = dx.view();
+    nn::gpu::run(who,
+                 nn::gpu::kernels(who).gemm(&vdy, 0, &vw, 0, &vdx, 1.0f, 0.0f,
+                                            DSPP_GEMM_EPILOGUE_NONE, nullptr, nullptr, 0, nullptr),
+                 "gemm");
+    return dx;
+  }
   nn::require_shape(*this, "dy", dy, nn::with_last(x_, out));
   const int64_t n = x_.numel() / in;
   Tensor dx = Tensor::empty(x_.shape());
@@ -88,6 +120,23 @@ Tensor Linear::backward_input(const Tensor& dy) {
 void Linear::backward_weight(const Tensor& dy) {
   nn::require_forward(*this, x_);
   const int64_t in = in_features(), out = out_features();
+  if (nn::gpu::on_gpu(x_)) {
+    // dW += dy^T x and db += column sums of dy, accumulated in the f32 gradients.
+    const std::string who = nn::where(*this);
+    nn::gpu::require(who, "dy", dy, nn::with_last(x_, out), x_.dtype(), x_.device());
+    if (x_.numel() == 0) return;
+    DeviceKernels& k = nn::gpu::kernels(who);
+    const dspp_tensor_view vdy = dy.view(), vx = x_.view(), vdw = weight_->grad.view();
+    nn::gpu::run(who,
+                 k.gemm(&vdy, 1, &vx, 0, &vdw, 1.0f, 1.0f, DSPP_GEMM_EPILOGUE_NONE, nullptr,
+                        nullptr, 0, nullptr),
+                 "gemm");
+    if (has_bias_) {
+      const dspp_tensor_view vdb = bias_.grad.view();
+      nn::gpu::run(who, k.bias_grad(&vdy, &vdb, 1, nullptr), "bias_grad");
+    }
+    return;
+  }
   nn::require_shape(*this, "dy", dy, nn::with_last(x_, out));
   const int64_t n = x_.numel() / in;
   if (n == 0) return;

@@ -4,7 +4,10 @@
 #include <dspp/nn.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
+
+#include "nn/device_ops.h"
 
 namespace dspp {
 namespace {
@@ -20,6 +23,7 @@ bool host_of(const Tensor& t, dspp_dtype dtype) {
 }  // namespace
 
 float CrossEntropyLoss::forward_loss(const Tensor& logits, const Tensor& targets) {
+  if (nn::gpu::on_gpu(logits)) return forward_loss_gpu(logits, targets);
   if (!host_of(logits, DSPP_F32) || logits.dim() < 1 || logits.size(-1) <= 0) {
     fail("CrossEntropyLoss", "logits must be f32 [..., V] on the cpu, got " + logits.describe());
   }
@@ -33,16 +37,7 @@ float CrossEntropyLoss::forward_loss(const Tensor& logits, const Tensor& targets
   const int64_t V = logits.size(-1);
   const int64_t n = targets.numel();
   const int32_t* t = targets.data<int32_t>();
-  count_ = 0;
-  for (int64_t r = 0; r < n; ++r) {
-    if (t[r] == ignore_index_) continue;
-    if (t[r] < 0 || t[r] >= V) {
-      fail("CrossEntropyLoss", "target " + std::to_string(t[r]) + " at position " +
-                                   std::to_string(r) + " is outside [0, " + std::to_string(V) +
-                                   ") and is not ignore_index " + std::to_string(ignore_index_));
-    }
-    ++count_;
-  }
+  count_ = count_targets(targets, V);
   Tensor lse = Tensor::empty({n});
   std::vector<double> row_loss(n, 0.0);
   const float* l = logits.data<float>();
@@ -66,8 +61,60 @@ float CrossEntropyLoss::forward_loss(const Tensor& logits, const Tensor& targets
   return count_ > 0 ? static_cast<float>(total / static_cast<double>(count_)) : 0.0f;
 }
 
+int64_t CrossEntropyLoss::count_targets(const Tensor& targets, int64_t V) const {
+  const int32_t* t = targets.data<int32_t>();
+  int64_t count = 0;
+  for (int64_t r = 0, n = targets.numel(); r < n; ++r) {
+    if (t[r] == ignore_index_) continue;
+    if (t[r] < 0 || t[r] >= V) {
+      fail("CrossEntropyLoss", "target " + std::to_string(t[r]) + " at position " +
+                                   std::to_string(r) + " is outside [0, " + std::to_string(V) +
+                                   ") and is not ignore_index " + std::to_string(ignore_index_));
+    }
+    ++count;
+  }
+  return count;
+}
+
+// On the GPU: the fused kernel gives the mean loss (copied to the host: the caller wants the
+// number) and, in backward_loss, the logits' gradient. Targets are checked and counted on the
+// host (a host copy is made when they come from the device).
+float CrossEntropyLoss::forward_loss_gpu(const Tensor& logits, const Tensor& targets) {
+  const char* who = "CrossEntropyLoss";
+  if (logits.dim() < 1 || logits.size(-1) <= 0 || !nn::gpu::is_float(logits.dtype())) {
+    fail(who, "logits must be float [..., V], got " + logits.describe());
+  }
+  std::vector<int64_t> rows_shape(logits.shape().begin(), logits.shape().end() - 1);
+  if (!targets.defined() || targets.dtype() != DSPP_I32 || targets.shape() != rows_shape) {
+    fail(who, "targets must be i32 shaped like the logits without their last dimension (logits " +
+                  logits.describe() + "), got " + targets.describe());
+  }
+  count_ = count_targets(targets.to(cpu_device()), logits.size(-1));
+  Tensor td = targets.to(logits.device());
+  Tensor mean = Tensor::empty({1}, DSPP_F32, logits.device());
+  const dspp_tensor_view vl = logits.view(), vt = td.view(), vm = mean.view();
+  nn::gpu::run(who,
+               nn::gpu::kernels(who).cross_entropy(&vl, &vt, ignore_index_, 1.0f, nullptr, &vm,
+                                                   nullptr, nullptr),
+               "cross_entropy");
+  logits_ = logits;
+  targets_ = td;
+  float loss = 0.0f;
+  std::memcpy(&loss, mean.to(cpu_device()).data(), sizeof loss);
+  return loss;
+}
+
 Tensor CrossEntropyLoss::backward_loss(float scale) {
   if (!logits_.defined()) fail("CrossEntropyLoss", "backward_loss called before forward_loss");
+  if (nn::gpu::on_gpu(logits_)) {
+    Tensor d = Tensor::empty(logits_.shape(), logits_.dtype(), logits_.device());
+    const dspp_tensor_view vl = logits_.view(), vt = targets_.view(), vd = d.view();
+    nn::gpu::run("CrossEntropyLoss",
+                 nn::gpu::kernels("CrossEntropyLoss")
+                     .cross_entropy(&vl, &vt, ignore_index_, scale, nullptr, nullptr, &vd, nullptr),
+                 "cross_entropy");
+    return d;
+  }
   const int64_t V = logits_.size(-1);
   const int64_t n = targets_.numel();
   Tensor d = Tensor::empty(logits_.shape());

@@ -5,10 +5,14 @@
 
 #include <cstdint>
 
+#include "nn/device_ops.h"
+
 namespace dspp::nn {
 
-// a + b, both f32 of one shape (the caller checked), into a new tensor.
+// a + b, both f32 of one shape (the caller checked), into a new tensor; on the GPU, of one
+// float dtype.
 inline Tensor add(const Tensor& a, const Tensor& b) {
+  if (gpu::on_gpu(a)) return gpu::add("add", a, b);
   Tensor out = Tensor::empty(a.shape());
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();

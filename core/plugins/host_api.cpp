@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "device/compute_device.h"
 #include "log/log.h"
 #include "tensor/host_memory.h"
 
@@ -87,6 +88,7 @@ dspp_host_api make_host_api() {
   api.free_host = &host_free;
   api.rank = 0;
   api.world_size = 1;
+  api.device = &device::host_device_callback;
   return api;
 }
 

@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include "device/compute_device.h"
+
 namespace dspp {
 
 // One allocation. It remembers its allocator, so replacing the device's allocator later does not
@@ -199,10 +201,39 @@ Tensor Tensor::reshape(std::vector<int64_t> shape) const {
 
 void Tensor::zero_() {
   if (!defined()) return;
-  if (device_.type != DSPP_DEVICE_CPU) {
-    throw Error(Errc::kInvalidArgument, "zero_() on " + describe() + ": host tensors only");
+  device::zero_bytes(data(), device_, nbytes());
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  if (!defined() || !src.defined() || src.dtype_ != dtype_ || src.numel() != numel()) {
+    throw Error(Errc::kInvalidArgument,
+                "copy_from: cannot copy " + src.describe() + " into " + describe() +
+                    " (the dtypes and element counts must match)");
   }
-  std::memset(data(), 0, nbytes());
+  device::copy_bytes(data(), device_, src.data(), src.device_, nbytes());
+}
+
+Tensor Tensor::to(dspp_device device) const {
+  if (!defined() || (device.type == device_.type && device.index == device_.index)) return *this;
+  Tensor t = empty(shape_, dtype_, device);
+  t.copy_from(*this);
+  return t;
+}
+
+Tensor Tensor::to(dspp_device device, dspp_dtype dtype) const {
+  if (!defined() || dtype == dtype_) return to(device);
+  // Conversions run on the GPU, with the device kernels' cast (round to nearest even).
+  const bool here = device_.type == DSPP_DEVICE_CUDA;
+  if (!here && device.type != DSPP_DEVICE_CUDA) {
+    throw Error(Errc::kInvalidArgument, "to(" + device_name(device) + ", " + dtype_name(dtype) +
+                                            ") of " + describe() +
+                                            ": dtype conversions run on a GPU only");
+  }
+  Tensor src = here ? *this : to(device);
+  Tensor out = empty(shape_, dtype, src.device_);
+  const dspp_tensor_view vs = src.view(), vo = out.view();
+  check_plugin(device::kernels("Tensor::to").cast(&vs, &vo, nullptr), "Tensor::to cast");
+  return out.to(device);
 }
 
 dspp_tensor_view Tensor::view(void* stream) const {

@@ -8,6 +8,7 @@
 #include <dspp/engine.h>
 #include <dspp/error.h>
 #include <dspp/initialize.h>
+#include <dspp/device.h>
 #include <dspp/models.h>
 #include <rapidjson/document.h>
 #include <rapidjson/pointer.h>
@@ -85,6 +86,7 @@ struct Options {
   int64_t save_every = 0;
   std::string resume;
   uint64_t seed = 1;
+  std::string device = "auto";
   std::string model = "gpt";
   std::string mlp_task = "classification";
   int64_t n_layer = 1;
@@ -218,7 +220,8 @@ void dump_params(dspp::Engine& engine, const std::string& path, bool lead) {
   if (!f) throw dspp::Error(dspp::Errc::kIo, "--dump-params " + path + ": could not be created");
   bool ok = true;
   for (const dspp::Parameter* p : engine.module().parameters()) {
-    ok = ok && std::fwrite(p->value.data(), 1, p->value.nbytes(), f) == p->value.nbytes();
+    const dspp::Tensor v = p->value.to(dspp::cpu_device(), DSPP_F32);
+    ok = ok && std::fwrite(v.data(), 1, v.nbytes(), f) == v.nbytes();
   }
   ok = std::fclose(f) == 0 && ok;
   if (!ok) throw dspp::Error(dspp::Errc::kIo, "--dump-params " + path + ": write failed");
@@ -242,7 +245,10 @@ Score evaluate(dspp::Engine& engine, dspp::DataLoader& held_out, int64_t batches
   for (int64_t i = 0; i < n; ++i) {
     dspp::Batch batch = held_out.next();
     const float loss = engine.forward(batch);
-    score_batch(data, last_output(engine.module()), batch.targets, loss, score);
+    // The addition task's accuracy reads the logits on the host (small: its vocabulary is 16).
+    const dspp::Tensor& out = last_output(engine.module());
+    score_batch(data, data.addition ? out.to(dspp::cpu_device(), DSPP_F32) : out, batch.targets,
+                loss, score);
   }
   engine.train();
   return score;
@@ -343,6 +349,8 @@ int run(const Options& o) {
     throw dspp::Error(dspp::Errc::kInvalidArgument,
                       "--eval-batches must be at least 1, got " + std::to_string(o.eval_batches));
   }
+  // The model is built on the host; initialize() moves its states onto the device.
+  const dspp_device device = dspp::use_device(o.device);
   ModelInfo model = build_model(o, data);
 
   dspp::InitializeArgs args;
@@ -397,6 +405,7 @@ int run(const Options& o) {
       static_cast<long long>(micro), static_cast<long long>(gas),
       config.get_double("gradient_clipping"),
       static_cast<long long>(config.get_int("zero_optimization.stage")), precision.c_str());
+  std::printf("ds-train: device %s\n", dspp::device_name(device).c_str());
   std::printf("ds-train: model %s\n", model.description.c_str());
   {
     const dspp::MemoryBreakdown m = engine.memory_breakdown();
@@ -649,6 +658,9 @@ int main(int argc, char** argv) {
       "config,c", po::value(&o.config_path)->value_name("FILE"),
       "DeepSpeed config file (default: the built-in examples/configs/ds-train.json)")(
       "print-config", "print the built-in default config and exit")(
+      "device", po::value(&o.device)->value_name("D")->default_value(o.device),
+      "auto (the GPU LOCAL_RANK names when the device/cuda plugin sees one, else the CPU), cpu, "
+      "cuda or cuda:N")(
       "set", po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
       "override a config key: KEY=VALUE, e.g. --set optimizer.params.lr=1e-3 (repeatable; VALUE "
       "is JSON, or else a string)")("steps", po::value<int64_t>()->value_name("N"),

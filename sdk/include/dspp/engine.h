@@ -166,10 +166,14 @@ class Engine {
   // Ends gather_parameters. With modifier_rank >= 0, that rank's values (it may have changed them)
   // are broadcast to every rank and the ZeRO stage takes them over.
   void release_parameters(const std::vector<Parameter*>& params, int modifier_rank);
-  // The flat fp32 buffers every parameter value / gradient is a view of (empty when the ZeRO stage
-  // manages them: flat_grads from stage 2 on, flat_params at stage 3).
+  // The flat buffers every parameter value / gradient is a view of (empty when the ZeRO stage
+  // manages them: flat_grads from stage 2 on, flat_params at stage 3). fp32 on the CPU; on a GPU
+  // the values are in the working dtype.
   const Tensor& flat_params() const { return flat_params_; }
   const Tensor& flat_grads() const { return flat_grads_; }
+
+  // Where the model states live and the layers run (DeepSpeed's engine.device).
+  dspp_device device() const { return device_; }
 
   int64_t train_batch_size() const { return config_.batch().train_batch_size; }
   int64_t train_micro_batch_size_per_gpu() const { return config_.batch().micro_batch_per_gpu; }
@@ -203,6 +207,10 @@ class Engine {
   std::shared_ptr<ProcessGroup> dp_group_, grad_group_;
 
   std::vector<Parameter*> params_;
+  // Where the parameters, gradients and optimizer states live: the process's compute device
+  // (<dspp/device.h>) when initialize() ran. On a GPU flat_params_ holds the working dtype for
+  // real (bf16/fp16 under mixed precision) and flat_grads_ f32.
+  dspp_device device_{DSPP_DEVICE_CPU, 0};
   Tensor flat_params_, flat_grads_;
   std::vector<ZeroParam> zero_params_;
   bool manages_grads_ = false;   // the ZeRO stage hands out gradient memory (stages 2, 3)

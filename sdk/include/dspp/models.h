@@ -76,7 +76,8 @@ class GPTTransformer : public Module {
   Embedding* wpe_;
   Sequential* h_;
   LayerNorm* ln_f_;
-  Tensor positions_;  // i32 [block_size]: 0, 1, 2, ...
+  Tensor positions_;     // i32 [block_size]: 0, 1, 2, ...
+  Tensor positions_bt_;  // on the GPU: i32 [B, T] positions of the last batch shape
 };
 
 // GPT-2: transformer + lm_head tied to transformer.wte (one parameter, both gradients add into

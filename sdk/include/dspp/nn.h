@@ -73,6 +73,7 @@ class Embedding : public Module {
   Parameter& weight() { return weight_; }
 
  private:
+  void check_ids(const Tensor& ids) const;  // host ids in [0, num_embeddings)
   Parameter weight_;
   Tensor ids_;
 };
@@ -143,7 +144,9 @@ class CausalSelfAttention : public Module {
   Linear* c_attn_;
   Linear* c_proj_;
   Tensor qkv_;  // c_attn's output [B, T, 3C]
-  Tensor att_;  // softmax probabilities [B, n_head, T, T] (zero above the diagonal)
+  Tensor att_;  // CPU: softmax probabilities [B, n_head, T, T] (zero above the diagonal)
+  Tensor y_;    // GPU: the attention output [B, T, C] and each row's log-sum-exp [B, n_head, T]
+  Tensor lse_;  // (flash-style: the probabilities are recomputed in backward)
 };
 
 // GPT-2's pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) with mlp = c_fc [4C, C], GELU,
@@ -175,6 +178,8 @@ class CrossEntropyLoss {
   int64_t num_targets() const { return count_; }  // targets counted in the last mean
 
  private:
+  int64_t count_targets(const Tensor& host_targets, int64_t V) const;  // checks each target
+  float forward_loss_gpu(const Tensor& logits, const Tensor& targets);
   int64_t ignore_index_;
   Tensor logits_;
   Tensor targets_;

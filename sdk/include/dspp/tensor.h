@@ -78,8 +78,16 @@ class Tensor {
   Tensor slice(int64_t offset, std::vector<int64_t> shape) const;
   // The same elements with another shape (numel must match).
   Tensor reshape(std::vector<int64_t> shape) const;
-  // Fills with zeros (host memory only, or through the device allocator's owner later).
+  // Fills with zeros (on a GPU: in stream order).
   void zero_();
+  // Copies src's elements into this tensor: one dtype and element count, any two devices (a
+  // copy to the host returns once the host holds the data).
+  void copy_from(const Tensor& src);
+  // This tensor on `device`: itself when it is already there, else a copy.
+  Tensor to(dspp_device device) const;
+  // ... and converted to `dtype` (f32, bf16, f16; the conversion runs on the GPU, so one side
+  // must be a GPU).
+  Tensor to(dspp_device device, dspp_dtype dtype) const;
 
   // The plain view that crosses the plugin boundary.
   dspp_tensor_view view(void* stream = nullptr) const;
