@@ -29,7 +29,8 @@ function(dspp_add_gpu_test name)
   target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${DSPP_WARNINGS}>
                          $<$<COMPILE_LANGUAGE:CUDA>:${cuda_warnings}>)
   target_compile_definitions(${name} PRIVATE
-    DSPP_DEVICE_CUDA_PLUGIN="$<TARGET_FILE:dspp_device_cuda>")
+    DSPP_DEVICE_CUDA_PLUGIN="$<TARGET_FILE:dspp_device_cuda>"
+    DSPP_BINARY_DIR="${PROJECT_BINARY_DIR}")
   add_dependencies(${name} dspp_device_cuda)
   catch_discover_tests(${name} TEST_PREFIX "${name}:"
     PROPERTIES SKIP_RETURN_CODE 77 RESOURCE_LOCK gpu LABELS gpu
@@ -39,6 +40,14 @@ endfunction()
 dspp_add_gpu_test(test_gpu_device SOURCES test_gpu_device.cpp gpu_kernels.cu)
 # The layer kernels of device/cuda (DeviceKernels) against float64 references.
 dspp_add_gpu_test(test_gpu_kernels SOURCES test_gpu_kernels.cpp)
+
+# Training on the GPU vs the same training on the CPU: layers' gradients, and ds-train runs.
+dspp_add_gpu_test(test_gpu_train SOURCES test_gpu_train.cpp)
+add_dependencies(test_gpu_train ds-train dspp_zero_stage0 dspp_optimizer_adam
+                 dspp_scheduler_lr_schedules dspp_comm_gloo)
+if(TARGET dspp_comm_nccl)
+  add_dependencies(test_gpu_train dspp_comm_nccl)
+endif()
 
 # Loads on CPU-only machines too: an ordinary test.
 dspp_add_test(test_cuda_plugins SOURCES test_cuda_plugins.cpp)

@@ -67,22 +67,50 @@ std::pair<int64_t, int64_t> clip(int64_t lo, int64_t hi, int64_t a, int64_t b) {
   return {std::max(lo, a), std::min(hi, b)};
 }
 
+// Host memory for what a checkpoint reads and writes: a host view is used in place; one in GPU
+// memory is copied into a host buffer (all of it: the states and shard values are flat fp32), and
+// after a load the buffers go back to the device.
+class HostStaging {
+ public:
+  float* host(const dspp_tensor_view& v) {
+    if (v.device.type == DSPP_DEVICE_CPU) return static_cast<float*>(v.data);
+    for (Entry& e : entries_) {
+      if (e.device.data == v.data) return e.host.data<float>();
+    }
+    Entry e{v, Tensor::wrap(v).to(cpu_device())};
+    entries_.push_back(e);
+    return entries_.back().host.data<float>();
+  }
+  // Copies every buffer back into its device view (after a load filled them).
+  void write_back() {
+    for (Entry& e : entries_) Tensor::wrap(e.device).copy_from(e.host);
+  }
+
+ private:
+  struct Entry {
+    dspp_tensor_view device;
+    Tensor host;
+  };
+  std::vector<Entry> entries_;
+};
+
 // Calls fn(state name, parameter index, lo, hi, state elements at lo) for the elements [lo, hi)
 // of every trained parameter that lie in [a, b) and in the optimizer's states.
 template <class Fn>
 void for_each_state_piece(Optimizer* opt, const std::vector<ZeroParam>& params, int64_t opt_begin,
-                          int64_t a, int64_t b, Fn&& fn) {
+                          int64_t a, int64_t b, HostStaging& staging, Fn&& fn) {
   for (int32_t k = 0; opt && k < opt->num_states(); ++k) {
     const char* sname = nullptr;
     dspp_tensor_view v{};
     check_plugin(opt->state(k, &sname, &v), "optimizer state");
     const int64_t oe = opt_begin + numel_of_view(v);
+    float* base = staging.host(v);
     for (size_t i = 0; i < params.size(); ++i) {
       const ZeroParam& z = params[i];
       if (z.group < 0) continue;  // not trained: no state
       auto [lo, hi] = clip(z.offset_in_flat, z.offset_in_flat + z.numel, a, b);
       std::tie(lo, hi) = clip(lo, hi, opt_begin, oe);
-      if (lo < hi) fn(sname, i, lo, hi, static_cast<float*>(v.data) + (lo - opt_begin));
+      if (lo < hi) fn(sname, i, lo, hi, base + (lo - opt_begin));
     }
   }
 }
@@ -103,7 +131,8 @@ std::string Engine::save_checkpoint(const std::string& save_dir, const std::stri
   const fs::path dir = fs::path(save_dir) / tag;
   ZeroShard sh{};
   check_plugin(zero_->shard(&sh), "zero shard");
-  float* values = static_cast<float*>(sh.values.data);
+  HostStaging staging;
+  float* values = staging.host(sh.values);
 
   CheckpointWriter w;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -115,7 +144,7 @@ std::string Engine::save_checkpoint(const std::string& save_dir, const std::stri
   }
   // Each rank writes only its shard's part of the states (at stage 0 they cover every element).
   for_each_state_piece(optimizer_.impl.get(), zero_params_, sh.optimizer_begin, sh.begin, sh.end,
-                       [&](const char* state, size_t i, int64_t lo, int64_t hi, float* at) {
+                       staging, [&](const char* state, size_t i, int64_t lo, int64_t hi, float* at) {
                          w.add_piece(std::string("optimizer/") + state + "/" + params_[i]->name,
                                      f32_view(at, hi - lo), params_[i]->shape,
                                      lo - zero_params_[i].offset_in_flat);
@@ -195,7 +224,8 @@ Engine::LoadedCheckpoint Engine::load_checkpoint(const std::string& load_dir,
   CheckpointReader r(dir);
   ZeroShard sh{};
   check_plugin(zero_->shard(&sh), "zero shard");
-  float* values = static_cast<float*>(sh.values.data);
+  HostStaging staging;
+  float* values = staging.host(sh.values);
 
   auto require = [&](const std::string& name, const Parameter& p, const char* hint) {
     if (!r.has(name)) {
@@ -218,7 +248,7 @@ Engine::LoadedCheckpoint Engine::load_checkpoint(const std::string& load_dir,
   if (load_optimizer_states && !load_module_only) {
     // All of the optimizer's elements (at stage 0 it steps every one, not just the shard's).
     for_each_state_piece(
-        optimizer_.impl.get(), zero_params_, sh.optimizer_begin, 0, INT64_MAX,
+        optimizer_.impl.get(), zero_params_, sh.optimizer_begin, 0, INT64_MAX, staging,
         [&](const char* state, size_t i, int64_t lo, int64_t hi, float* at) {
           const std::string name = std::string("optimizer/") + state + "/" + params_[i]->name;
           require(name, *params_[i],
@@ -226,6 +256,7 @@ Engine::LoadedCheckpoint Engine::load_checkpoint(const std::string& load_dir,
           r.read_range(name, lo - zero_params_[i].offset_in_flat, hi - lo, at, DSPP_F32);
         });
   }
+  staging.write_back();
   check_plugin(zero_->after_load(), "zero after_load");
 
   rapidjson::Document counters;

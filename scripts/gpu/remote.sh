@@ -6,7 +6,8 @@
 # .gpu/src with CUDA on, builds with every core, runs the whole CTest suite (GPU tests included),
 # then compute-sanitizer memcheck over the GPU test binaries, and prints a summary. Logs go to $OUT.
 #
-# DSPP_GPU_STEPS      which steps, default "build test memcheck"
+# DSPP_GPU_STEPS      which steps, default "build test memcheck"; "train" adds the GPT-2 124M
+#                     runs of ds-train (bf16, on the embedded task and on a token file)
 # DSPP_GPU_CTEST      extra ctest arguments (e.g. "-R gpu")
 # DSPP_GPU_BUILD      build folder, default /tmp/dspp-build (kept while the machine stays warm)
 set -uo pipefail
@@ -98,6 +99,41 @@ if [[ " $STEPS " == *" memcheck "* && "$rc_build" != [1-9]* ]]; then
   done
   grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | sort | uniq -c | tee -a "$summary"
   echo "memcheck: rc=$rc_memcheck in $((SECONDS - t0)) s" | tee -a "$summary"
+fi
+
+if [[ " $STEPS " == *" train "* && "$rc_build" != [1-9]* ]]; then
+  # GPT-2 124M shapes (12 layers, 12 heads, 768 wide, T 1024), bf16, ZeRO 0, AdamW, micro batch
+  # 16 (16k tokens per step). The token file: the bytes of this repository's sources as tokens of
+  # GPT-2's padded vocabulary 50304 (real text, so the loss falls far below ln 50304 = 10.8), in
+  # llm.c's format (256 int32 header words: magic 20240520, version 1, count; uint16 tokens).
+  python3 - "$SRC" "$OUT/tokens.bin" <<'PY'
+import os, struct, sys
+src, out = sys.argv[1], sys.argv[2]
+data = bytearray()
+for root, _, files in sorted(os.walk(src)):
+    for f in sorted(files):
+        if f.endswith((".cpp", ".h", ".cu", ".cuh", ".md", ".cmake", ".txt", ".sh", ".py")):
+            with open(os.path.join(root, f), "rb") as fh:
+                data += fh.read()
+header = struct.pack("<256i", *([20240520, 1, len(data)] + [0] * 253))
+with open(out, "wb") as fh:
+    fh.write(header)
+    fh.write(struct.pack("<%dH" % len(data), *data))
+print("tokens.bin: %d tokens" % len(data))
+PY
+  GPT2="--device cuda --n-layer 12 --n-head 12 --n-embd 768 --context 1024 --set bf16.enabled=true"
+  GPT2="$GPT2 --set train_micro_batch_size_per_gpu=16 --set optimizer.params.lr=6e-4 --print-every 10"
+  for run in "embedded:--steps ${DSPP_GPU_TRAIN_STEPS:-40}" \
+             "tokens:--steps ${DSPP_GPU_TRAIN_STEPS:-40} --data $OUT/tokens.bin --vocab-size 50304"; do
+    name="${run%%:*}"
+    t0=$SECONDS
+    # shellcheck disable=SC2086
+    "$B/bin/ds-train" $GPT2 ${run#*:} >"$OUT/train-$name.log" 2>&1
+    rc=$?
+    echo "train $name: rc=$rc in $((SECONDS - t0)) s" | tee -a "$summary"
+    grep -E "ds-train: (device|model|data)|^final|tokens/s|error" "$OUT/train-$name.log" | tail -8 |
+      tee -a "$summary"
+  done
 fi
 
 echo "=== summary ==="

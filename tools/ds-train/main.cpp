@@ -605,6 +605,13 @@ int run(const Options& o) {
         "ds-train: host memory held by dspp on rank 0: peak %lld B%s\n",
         static_cast<long long>(h.peak),
         h.limit > 0 ? (" (DSPP_HOST_MEMORY_LIMIT " + std::to_string(h.limit) + " B)").c_str() : "");
+    if (device.type == DSPP_DEVICE_CUDA) {
+      // The caching allocator's counters: model states, activations and scratch together.
+      const dspp::DeviceMemory d = dspp::device_memory();
+      std::printf("ds-train: GPU memory on rank 0 (%s): peak allocated %.2f GiB of %.2f GiB\n",
+                  dspp::device_name(device).c_str(), static_cast<double>(d.peak_allocated) / (1 << 30),
+                  static_cast<double>(d.total) / (1 << 30));
+    }
   }
   if (engine.grad_group()->size() > 1) {
     // Per optimizer step, in bytes of the buffers handed to each collective (comm stats count
