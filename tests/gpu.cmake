@@ -40,6 +40,16 @@ endfunction()
 dspp_add_gpu_test(test_gpu_device SOURCES test_gpu_device.cpp gpu_kernels.cu)
 # The layer kernels of device/cuda (DeviceKernels) against float64 references.
 dspp_add_gpu_test(test_gpu_kernels SOURCES test_gpu_kernels.cpp)
+# ZeRO stage 0 and AdamW with the flat buffers in GPU memory, against float64 references
+# (zero_device_scenario.h; test_zero_device_fake runs the same scenario on a fake device).
+dspp_add_gpu_test(test_gpu_zero_stage0 SOURCES test_gpu_zero_stage0.cpp LIBS ${CMAKE_DL_LIBS})
+foreach(t dspp_optimizer_adam dspp_optimizer_sgd dspp_optimizer_lion dspp_optimizer_lamb
+          dspp_optimizer_adagrad dspp_optimizer_muon dspp_zero_stage0 dspp_zero_stage1
+          dspp_zero_stage2 dspp_zero_stage3)
+  add_dependencies(test_gpu_zero_stage0 ${t})
+  string(TOUPPER "${t}" var)
+  target_compile_definitions(test_gpu_zero_stage0 PRIVATE "${var}_PATH=\"$<TARGET_FILE:${t}>\"")
+endforeach()
 
 # Training on the GPU vs the same training on the CPU: layers' gradients, and ds-train runs.
 dspp_add_gpu_test(test_gpu_train SOURCES test_gpu_train.cpp)

@@ -10,6 +10,10 @@
 // `torch_adam: true` makes DeepSpeed use torch.optim.Adam/AdamW instead: same math, but it has
 // AMSGrad (v_max = max(v_max, v) replaces v in the denominator) and torch.optim.AdamW's default
 // weight_decay of 0.01.
+//
+// On a GPU (OptimizerSetup::device CUDA) the step is the device's DeviceKernels::adam_step, one
+// launch per run of adjacent segments sharing their constants, with the very constants of the CPU
+// path (computed in double, rounded once to float). AMSGrad has no device kernel: an error.
 #include "../common/adam_kernel.h"
 #include "../common/flat_optimizer.h"
 
@@ -87,6 +91,13 @@ class Adam : public FlatOptimizer {
       h.bias_correction = r.flag("bias_correction", base_.bias_correction);
       h.amsgrad = r.flag("amsgrad", base_.amsgrad);
       check_amsgrad(h.amsgrad, r.where());
+      if (h.amsgrad && on_device())
+        throw dspp::plugin::StatusError(
+            DSPP_ERR_NOT_SUPPORTED,
+            std::string(plugin_name()) + ": " +
+                (r.has("amsgrad") ? r.where() : std::string("optimizer.params.")) +
+                "amsgrad is not supported on the GPU (there is no CUDA AMSGrad kernel yet); set "
+                "it to false or run with --device cpu");
       any_amsgrad = any_amsgrad || h.amsgrad;
       lrs[g] = h.lr;
     }
@@ -98,15 +109,7 @@ class Adam : public FlatOptimizer {
 
   void run_step(float* params, const float* grads, int64_t step,
                 const std::vector<GroupStep>& gs) override {
-    std::vector<AdamConsts> k(num_slots());
-    for (int32_t s = 0; s < num_slots(); ++s) {
-      const int32_t g = slot_group(s);
-      const AdamHyper& h = groups_[g];
-      const double wd = slot_no_decay(s) ? 0.0 : h.weight_decay;
-      const double lr = gs[g].lr;
-      const double b1 = std::isnan(gs[g].beta1) ? h.betas[0] : gs[g].beta1;
-      k[s] = adam_consts(lr, b1, h.betas[1], h.eps, wd, step, h.bias_correction, decoupled_);
-    }
+    const std::vector<AdamConsts> k = slot_consts(step, gs);
     float* m = m_;
     float* v = v_;
     float* vmax = vmax_;
@@ -128,7 +131,50 @@ class Adam : public FlatOptimizer {
     });
   }
 
+  bool runs_on_device() const override { return true; }
+
+  // One adam_step per run of adjacent segments with the same constants, on the legacy default
+  // stream (in order with the host's work; nothing waits here).
+  void run_step_device(float* params, const float* grads, int64_t step,
+                       const std::vector<GroupStep>& gs) override {
+    const std::vector<AdamConsts> k = slot_consts(step, gs);
+    dspp::DeviceKernels* kern = device_kernels();
+    for (const dspp::optim::DeviceRun& r : device_runs()) {
+      const AdamConsts& c = k[r.slot];
+      dspp::DeviceAdamConsts dk{};
+      dk.beta1 = c.beta1;
+      dk.one_minus_beta1 = c.one_minus_beta1;
+      dk.beta2 = c.beta2;
+      dk.one_minus_beta2 = c.one_minus_beta2;
+      dk.step_size = c.step_size;
+      dk.inv_sqrt_bc2 = c.inv_sqrt_bc2;
+      dk.eps = c.eps;
+      dk.decay = c.decay;
+      dk.l2 = c.l2;
+      const int64_t n = r.end - r.begin;
+      const dspp_tensor_view p = device_view(params + r.begin, n);
+      const dspp_tensor_view g = device_view(grads + r.begin, n);
+      const dspp_tensor_view m = device_view(m_ + r.begin, n);
+      const dspp_tensor_view v = device_view(v_ + r.begin, n);
+      dspp::plugin::pass_through(kern->adam_step(&p, &g, &m, &v, &dk, nullptr));
+    }
+  }
+
  private:
+  // The constants of every slot (Chunk::slot) for this step, in double, rounded once to float.
+  std::vector<AdamConsts> slot_consts(int64_t step, const std::vector<GroupStep>& gs) const {
+    std::vector<AdamConsts> k(num_slots());
+    for (int32_t s = 0; s < num_slots(); ++s) {
+      const int32_t g = slot_group(s);
+      const AdamHyper& h = groups_[g];
+      const double wd = slot_no_decay(s) ? 0.0 : h.weight_decay;
+      const double lr = gs[g].lr;
+      const double b1 = std::isnan(gs[g].beta1) ? h.betas[0] : gs[g].beta1;
+      k[s] = adam_consts(lr, b1, h.betas[1], h.eps, wd, step, h.bias_correction, decoupled_);
+    }
+    return k;
+  }
+
   void check_amsgrad(bool amsgrad, const std::string& where) const {
     if (amsgrad && !torch_adam_)
       fail(std::string(plugin_name()) + ": " + where +

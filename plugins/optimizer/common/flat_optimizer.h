@@ -8,6 +8,12 @@
 //  - FlatOptimizer: the part every flat-buffer optimizer shares (segment checks, state buffers from
 //    the host allocator, work split into chunks, the ABI methods wrapped in guard()).
 //
+// On a GPU (OptimizerSetup::device is CUDA) the flat buffers and the states are device memory of
+// the host's compute device (dspp::plugin::host_device(), kernels version >= 2): the states are
+// allocated there and set with DeviceKernels::fill, and step() hands the device views to
+// run_step_device(), which an optimizer with device kernels overrides (adam, adamw). The others
+// refuse a CUDA setup in init(), before allocating anything.
+//
 // Kernels run in fp32 like DeepSpeed's and PyTorch's (constants are computed in double, then
 // rounded once to float). The work is split into chunks of at most kChunk elements, each inside one
 // segment; chunks run in parallel with OpenMP when the step is large enough to pay for the threads.
@@ -16,6 +22,7 @@
 #ifndef DSPP_PLUGINS_OPTIMIZER_FLAT_OPTIMIZER_H
 #define DSPP_PLUGINS_OPTIMIZER_FLAT_OPTIMIZER_H
 
+#include <dspp/kinds/device.h>
 #include <dspp/kinds/optimizer.h>
 #include <dspp/plugin.h>
 
@@ -257,6 +264,21 @@ struct GroupStep {
   double beta1;  // NaN when the scheduler gave none (use the configured one)
 };
 
+// A piece of work for a device kernel: elements [begin, end) of the flat buffers, the union of
+// segments adjacent in the flat buffer that share one constants slot (see Chunk::slot), so one
+// kernel launch covers it.
+struct DeviceRun {
+  int64_t begin;
+  int64_t end;
+  int32_t slot;
+};
+
+inline std::string device_name(const dspp_device& d) {
+  if (d.type == DSPP_DEVICE_CPU) return "cpu";
+  if (d.type == DSPP_DEVICE_CUDA) return "cuda:" + std::to_string(d.index);
+  return "device type " + std::to_string(d.type);
+}
+
 class FlatOptimizer : public dspp::Optimizer {
  public:
   static constexpr int64_t kChunk = 1 << 15;
@@ -273,6 +295,7 @@ class FlatOptimizer : public dspp::Optimizer {
       if (!setup) fail(std::string(name_) + ": init() needs a setup");
       initialized_ = false;  // until configure() succeeds: step() must not see half a setup
       free_states();
+      setup_device(setup->device);
       setup_segments(*setup);
       configure(*setup);
       initialized_ = true;
@@ -299,8 +322,13 @@ class FlatOptimizer : public dspp::Optimizer {
           fail(std::string(name_) + ": beta1/momentum of group " + std::to_string(g) +
                " from the scheduler must be in [0, 1), got " + fmt_double(gs[g].beta1));
       }
-      run_step(static_cast<float*>(args->params.data), static_cast<const float*>(args->grads.data),
-               args->step, gs);
+      if (kernels_) {
+        run_step_device(static_cast<float*>(args->params.data),
+                        static_cast<const float*>(args->grads.data), args->step, gs);
+      } else {
+        run_step(static_cast<float*>(args->params.data),
+                 static_cast<const float*>(args->grads.data), args->step, gs);
+      }
     });
   }
 
@@ -318,7 +346,7 @@ class FlatOptimizer : public dspp::Optimizer {
         view->dtype = DSPP_F32;
         view->ndim = 1;
         view->shape[0] = flat_numel_;
-        view->device = dspp_device{DSPP_DEVICE_CPU, 0};
+        view->device = where_;
       }
     });
   }
@@ -328,6 +356,23 @@ class FlatOptimizer : public dspp::Optimizer {
   virtual void configure(const OptimizerSetup& setup) = 0;
   virtual void run_step(float* params, const float* grads, int64_t step,
                         const std::vector<GroupStep>& gs) = 0;
+  // Whether run_step_device() is implemented: init() refuses a CUDA setup otherwise, before any
+  // state is allocated.
+  virtual bool runs_on_device() const { return false; }
+  // The step on device memory (OptimizerSetup::device CUDA): params, grads and every state are
+  // device pointers of device(); kernels go to device_kernels() on the legacy default stream
+  // (nullptr), in order with the host's own work.
+  virtual void run_step_device(float* params, const float* grads, int64_t step,
+                               const std::vector<GroupStep>& gs) {
+    (void)params, (void)grads, (void)step, (void)gs;
+    refuse_device();
+  }
+  [[noreturn]] void refuse_device() const {
+    throw StatusError(DSPP_ERR_NOT_SUPPORTED,
+                      std::string(name_) +
+                          ": no CUDA kernel for this optimizer yet; run with --device cpu (the "
+                          "buffers in host memory), or use adam/adamw on the GPU");
+  }
 
   const char* plugin_name() const { return name_; }
   const dspp_host_api* host() const { return host_; }
@@ -347,14 +392,46 @@ class FlatOptimizer : public dspp::Optimizer {
   static int32_t slot_group(int32_t slot) { return slot / 2; }
   static bool slot_no_decay(int32_t slot) { return (slot & 1) != 0; }
 
+  // The device the buffers and states live on (CPU unless the setup said CUDA); its kernels are
+  // non-null only on a CUDA setup.
+  bool on_device() const { return kernels_ != nullptr; }
+  const dspp_device& where() const { return where_; }
+  dspp::Device* device() const { return device_; }
+  dspp::DeviceKernels* device_kernels() const { return kernels_; }
+  // The segments merged into runs for device kernels, in flat order.
+  const std::vector<DeviceRun>& device_runs() const { return runs_; }
+  // A 1-d f32 view of n elements of this optimizer's device memory.
+  dspp_tensor_view device_view(const float* data, int64_t n) const {
+    dspp_tensor_view v{};
+    v.data = const_cast<float*>(data);
+    v.dtype = DSPP_F32;
+    v.ndim = 1;
+    v.shape[0] = n;
+    v.device = where_;
+    return v;
+  }
+
   void log(dspp_log_level level, const std::string& msg) const {
     plugin::log(host_, level, name_, msg);
   }
 
-  // A fresh flat fp32 state of flat_numel elements, every element set to `init`.
+  // A fresh flat fp32 state of flat_numel elements, every element set to `init` (device memory
+  // on a CUDA setup).
   float* add_state(const char* name, float init) {
     const size_t bytes = static_cast<size_t>(std::max<int64_t>(flat_numel_, 1)) * sizeof(float);
     void* p = nullptr;
+    if (kernels_) {
+      plugin::pass_through(device_->alloc(bytes, nullptr, &p));
+      if (!p)
+        throw StatusError(DSPP_ERR_OUT_OF_MEMORY,
+                          std::string(name_) + ": no device memory for " + name);
+      states_.push_back(State{name, static_cast<float*>(p)});  // freed with the others from now
+      if (flat_numel_ > 0) {
+        const dspp_tensor_view v = device_view(static_cast<float*>(p), flat_numel_);
+        plugin::pass_through(kernels_->fill(&v, static_cast<double>(init), nullptr));
+      }
+      return static_cast<float*>(p);
+    }
     if (host_ && host_->alloc_host) {
       p = host_->alloc_host(host_->self, bytes);
     } else {
@@ -431,7 +508,11 @@ class FlatOptimizer : public dspp::Optimizer {
 
   void free_states() {
     for (State& s : states_) {
-      if (host_ && host_->free_host) {
+      if (device_) {
+        // Stream-ordered on the legacy default stream, after the kernels that used it. A failure
+        // has nowhere to go here (the device has recorded its message).
+        (void)device_->free(s.data, nullptr);
+      } else if (host_ && host_->free_host) {
         host_->free_host(host_->self, s.data);
       } else {
         std::free(s.data);
@@ -440,14 +521,45 @@ class FlatOptimizer : public dspp::Optimizer {
     states_.clear();
   }
 
+  // Where the buffers live: the CPU, or the host's CUDA device with kernels of version 2 or later
+  // (for an optimizer that has a device step; the others refuse here, before allocating).
+  void setup_device(const dspp_device& d) {
+    const std::string me = name_;
+    device_ = nullptr;
+    kernels_ = nullptr;
+    where_ = dspp_device{DSPP_DEVICE_CPU, 0};
+    if (d.type == DSPP_DEVICE_CPU) return;
+    if (d.type != DSPP_DEVICE_CUDA)
+      throw StatusError(DSPP_ERR_NOT_SUPPORTED,
+                        me + ": the buffers are on an unknown " + device_name(d) +
+                            "; this optimizer runs on the CPU or a CUDA device");
+    if (!runs_on_device()) refuse_device();
+    auto* dev = static_cast<dspp::Device*>(plugin::host_device(host_));
+    if (!dev)
+      throw StatusError(DSPP_ERR_NOT_SUPPORTED,
+                        me + ": the buffers are on " + device_name(d) +
+                            " but the host gives no compute device (dspp_host_api::device is "
+                            "unset: a host older than plugin ABI 1.2, or one computing on the "
+                            "CPU); run with --device cpu");
+    dspp::DeviceKernels* k = dev->kernels();
+    if (!k || k->version() < 2)
+      throw StatusError(DSPP_ERR_NOT_SUPPORTED,
+                        me + ": the host's device plugin has " +
+                            (k ? "kernels of version " + std::to_string(k->version())
+                               : std::string("no kernels")) +
+                            "; the optimizer step on " + device_name(d) +
+                            " needs version 2 or later (adam_step); update the device plugin or "
+                            "run with --device cpu");
+    device_ = dev;
+    kernels_ = k;
+    where_ = d;
+  }
+
   void setup_segments(const OptimizerSetup& s) {
     const std::string me = name_;
     if (s.num_groups < 1 || !s.groups) fail(me + ": at least one parameter group is required");
     if (s.num_segments < 0 || (s.num_segments > 0 && !s.segments)) fail(me + ": bad segment list");
     if (s.flat_numel < 0) fail(me + ": flat_numel must be >= 0");
-    if (s.device.type != DSPP_DEVICE_CPU)
-      throw StatusError(DSPP_ERR_NOT_SUPPORTED,
-                        me + ": this optimizer runs on the CPU; the buffers are on another device");
     flat_numel_ = s.flat_numel;
     num_groups_ = s.num_groups;
     seg_begin_.clear();
@@ -456,8 +568,10 @@ class FlatOptimizer : public dspp::Optimizer {
     seg_whole_.clear();
     seg_group_.clear();
     chunks_.clear();
+    runs_.clear();
     covered_ = 0;
     std::vector<std::pair<int64_t, int32_t>> order;
+    std::vector<int32_t> seg_slot;
     for (int32_t i = 0; i < s.num_segments; ++i) {
       const ParamSegment& seg = s.segments[i];
       const std::string nm = seg.name ? seg.name : ("segment " + std::to_string(i));
@@ -483,6 +597,7 @@ class FlatOptimizer : public dspp::Optimizer {
       order.emplace_back(seg.offset_in_flat, i);
       covered_ += seg.numel;
       const int32_t slot = 2 * seg.group + ((seg.flags & DSPP_PARAM_NO_DECAY) ? 1 : 0);
+      seg_slot.push_back(slot);
       for (int64_t b = seg.offset_in_flat; b < seg.offset_in_flat + seg.numel; b += kChunk)
         chunks_.push_back(
             Chunk{b, std::min(b + kChunk, seg.offset_in_flat + seg.numel), seg.group, i, slot});
@@ -495,6 +610,16 @@ class FlatOptimizer : public dspp::Optimizer {
         fail(me + ": segments " + seg_names_[a] + " and " + seg_names_[b] +
              " overlap in the flat buffer");
     }
+    // Device runs: segments in flat order, merged where one ends where the next begins with the
+    // same constants.
+    for (const auto& [begin, i] : order) {
+      if (seg_end_[i] == begin) continue;  // empty
+      if (!runs_.empty() && runs_.back().end == begin && runs_.back().slot == seg_slot[i]) {
+        runs_.back().end = seg_end_[i];
+      } else {
+        runs_.push_back(DeviceRun{begin, seg_end_[i], seg_slot[i]});
+      }
+    }
     setup_lrs_.assign(s.num_groups, 0.0);
     for (int32_t g = 0; g < s.num_groups; ++g) setup_lrs_[g] = s.groups[g].lr;
   }
@@ -502,8 +627,13 @@ class FlatOptimizer : public dspp::Optimizer {
   void check_buffer(const dspp_tensor_view& t, const char* what) const {
     const std::string me = name_;
     if (t.dtype != DSPP_F32) fail(me + ": " + what + " must be fp32");
-    if (t.device.type != DSPP_DEVICE_CPU)
+    if (kernels_) {
+      if (t.device.type != where_.type || t.device.index != where_.index)
+        fail(me + ": " + what + " must be memory of " + device_name(where_) +
+             " (the device init() was given), got " + device_name(t.device));
+    } else if (t.device.type != DSPP_DEVICE_CPU) {
       throw StatusError(DSPP_ERR_NOT_SUPPORTED, me + ": " + what + " must be host memory");
+    }
     int64_t n = 1;
     for (int32_t d = 0; d < t.ndim; ++d) n *= t.shape[d];
     if (t.ndim < 0 || n < flat_numel_)
@@ -523,8 +653,13 @@ class FlatOptimizer : public dspp::Optimizer {
   std::vector<bool> seg_whole_;
   std::vector<int32_t> seg_group_;
   std::vector<Chunk> chunks_;
+  std::vector<DeviceRun> runs_;
   std::vector<double> setup_lrs_;
   std::vector<State> states_;
+  // A CUDA setup: the host's device and its kernels (both null on the CPU).
+  dspp::Device* device_ = nullptr;
+  dspp::DeviceKernels* kernels_ = nullptr;
+  dspp_device where_{DSPP_DEVICE_CPU, 0};
 };
 
 }  // namespace dspp::optim

@@ -73,6 +73,28 @@ inline std::vector<ParamSegment> segments_in(const ZeroSetup& s, int64_t begin, 
   return out;
 }
 
+// True when the setup names a device other than the CPU or any of its buffers or parameter views
+// lies on one (the engine computes on a GPU).
+inline bool setup_on_device(const ZeroSetup& s) {
+  auto off_cpu = [](const dspp_device& d) { return d.type != DSPP_DEVICE_CPU; };
+  if (off_cpu(s.device) || off_cpu(s.flat_params.device) || off_cpu(s.flat_grads.device)) {
+    return true;
+  }
+  for (int32_t i = 0; s.params && i < s.num_params; ++i) {
+    if (off_cpu(s.params[i].value.device) || off_cpu(s.params[i].grad.device)) return true;
+  }
+  return false;
+}
+
+// Stages 1-3 run on the CPU only in this release: refused before anything is touched.
+inline void refuse_device(const ZeroSetup& s, const char* stage) {
+  if (!setup_on_device(s)) return;
+  throw StatusError(DSPP_ERR_NOT_SUPPORTED,
+                    std::string(stage) +
+                        ": parameters on the GPU are not supported in this release (ZeRO stage 0 "
+                        "runs on the GPU); use --device cpu or zero_optimization.stage 0");
+}
+
 // Sum of squares of the segments (offsets relative to `base`), and whether any is non-finite.
 inline double sq_norm(const float* base, const std::vector<ParamSegment>& segs, bool* bad) {
   double sq = 0.0;

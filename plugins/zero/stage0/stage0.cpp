@@ -6,8 +6,18 @@
 // Mixed precision (ZeroSetup::working_dtype): every rank keeps an fp32 master of the whole flat
 // buffer, steps it, and rounds it into the working copy (no communication: every rank computes
 // the same update).
+//
+// On a GPU (the engine's flat buffers in CUDA memory, ZeroSetup::device CUDA) the same steps run
+// on the host's device (common/device_ops.h), on the legacy default stream: flat_params holds the
+// working copy in its real dtype (bf16/f16 storage under mixed precision, else f32), flat_grads
+// f32; the master is f32 device memory; the local gradient is rounded through a 16-bit scratch
+// buffer, scaled and all-reduced on the device (the comm plugin, NCCL, takes device memory); the
+// squared norm of the trained ranges is accumulated into one f64 on the device and copied to the
+// host once. The optimizer gets device views (adam/adamw have device kernels).
+#include "../common/device_ops.h"
 #include "../common/master_weights.h"
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -28,6 +38,11 @@ class Stage0 final : public zc::StageBase {
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
       setup_ = *s;
+      gpu_ = false;
+      if (zc::is_cuda(setup_.device) || zc::is_cuda(setup_.flat_params.device) ||
+          zc::is_cuda(setup_.flat_grads.device)) {
+        return init_device();
+      }
       if (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_grads.dtype != DSPP_F32) {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT, "zero/stage0: flat buffers must be fp32");
       }
@@ -46,6 +61,7 @@ class Stage0 final : public zc::StageBase {
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
+      if (gpu_) return reduce_gradients_device(sq_norm, overflow);
       float* g = zc::floats(setup_.flat_grads);
       zc::round_to(g, flat_numel_, setup_.working_dtype);  // the local gradient in 16 bits
       if (setup_.dp->size() > 1) {
@@ -67,6 +83,7 @@ class Stage0 final : public zc::StageBase {
       if (!setup_.optimizer) {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT, "zero/stage0: no optimizer");
       }
+      if (gpu_) return step_device(args, grad_scale);
       zc::scale_segments(zc::floats(setup_.flat_grads), segments_, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
       a.params = zc::host_view(master_.data(zc::floats(setup_.flat_params)), flat_numel_);
@@ -77,6 +94,7 @@ class Stage0 final : public zc::StageBase {
   }
 
   dspp_status zero_grad() noexcept override {
+    if (gpu_) return guard([&] { ops_.zero(grads()); });
     std::memset(setup_.flat_grads.data, 0, static_cast<size_t>(flat_numel_) * sizeof(float));
     return DSPP_OK;
   }
@@ -85,6 +103,11 @@ class Stage0 final : public zc::StageBase {
     return guard([&] {
       const std::vector<int64_t> b = zc::equal_bounds(flat_numel_, setup_.dp->size());
       const int32_t r = setup_.dp->rank();
+      if (gpu_) {
+        // A device view: the engine copies it to and from the host.
+        *out = {b[r], b[r + 1], zc::slice_of(values(), b[r], b[r + 1] - b[r]), 0};
+        return;
+      }
       *out = {b[r], b[r + 1], zc::host_view(master() + b[r], b[r + 1] - b[r]), 0};
     });
   }
@@ -92,6 +115,12 @@ class Stage0 final : public zc::StageBase {
   dspp_status after_load() noexcept override {
     return guard([&] {
       // Each rank loaded its share of the master (or of the fp32 parameters): gather the rest.
+      if (gpu_) {
+        zc::gather_partitions(setup_, zc::equal_bounds(flat_numel_, setup_.dp->size()), false,
+                              values());
+        master_.publish(working());
+        return;
+      }
       zc::gather_partitions(setup_, zc::equal_bounds(flat_numel_, setup_.dp->size()), false,
                             zc::host_view(master(), flat_numel_));
       master_.publish(zc::floats(setup_.flat_params));
@@ -102,7 +131,11 @@ class Stage0 final : public zc::StageBase {
     return guard([&] {
       for (int32_t k = 0; k < n; ++k) {
         const dspp::ZeroParam& p = setup_.params[params[k]];
-        master_.take(zc::floats(setup_.flat_params), p.offset_in_flat, p.numel);
+        if (gpu_) {
+          master_.take(working(), p.offset_in_flat, p.numel);  // a cast: already 16-bit values
+        } else {
+          master_.take(zc::floats(setup_.flat_params), p.offset_in_flat, p.numel);
+        }
       }
     });
   }
@@ -110,23 +143,120 @@ class Stage0 final : public zc::StageBase {
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
       // fp32 training: the parameters are the master weights, so no separate master copy. Under
-      // mixed precision the working copy is still fp32 memory (the CPU kernels are fp32).
-      out->param_bytes = flat_numel_ * 4;
+      // mixed precision the working copy is still fp32 memory (the CPU kernels are fp32), except
+      // on the GPU, where it is stored in its own dtype.
+      out->param_bytes = flat_numel_ * (gpu_ ? zc::element_bytes(setup_.flat_params.dtype) : 4);
       out->grad_bytes = flat_numel_ * 4;
       out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
-      out->buffer_bytes = 0;
+      out->buffer_bytes = gpu_ ? grad16_.bytes() + norm_.bytes() : 0;
     });
   }
 
  private:
   float* master() const { return master_.data(zc::floats(setup_.flat_params)); }
 
+  // ---- the GPU path ----
+
+  void init_device() {
+    const char* me = "zero/stage0";
+    const dspp_device where = setup_.device;
+    if (!zc::is_cuda(where)) {
+      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                        std::string(me) + ": the flat buffers are on " +
+                            zc::where_text(setup_.flat_params.device) + " and " +
+                            zc::where_text(setup_.flat_grads.device) +
+                            ", but the setup's device is " + zc::where_text(where));
+    }
+    if (!zc::same_device(setup_.flat_params.device, where) ||
+        !zc::same_device(setup_.flat_grads.device, where)) {
+      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                        std::string(me) + ": flat_params (on " +
+                            zc::where_text(setup_.flat_params.device) + ") and flat_grads (on " +
+                            zc::where_text(setup_.flat_grads.device) + ") must both be on " +
+                            zc::where_text(where) + ", the setup's device");
+    }
+    zc::check_working_dtype(setup_.working_dtype, me);
+    const bool mixed = zc::mixed(setup_.working_dtype);
+    const int32_t want = mixed ? setup_.working_dtype : DSPP_F32;
+    if (setup_.flat_params.dtype != want || setup_.flat_grads.dtype != DSPP_F32) {
+      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                        std::string(me) + ": on the GPU flat_params must be stored in the " +
+                            "working dtype " + zc::dtype_text(want) +
+                            " and flat_grads in f32, got " +
+                            zc::dtype_text(setup_.flat_params.dtype) + " and " +
+                            zc::dtype_text(setup_.flat_grads.dtype));
+    }
+    if (setup_.flat_params.ndim != 1 || setup_.flat_grads.ndim != 1 ||
+        setup_.flat_params.shape[0] != setup_.flat_grads.shape[0]) {
+      throw StatusError(
+          DSPP_ERR_INVALID_ARGUMENT,
+          std::string(me) + ": flat_params and flat_grads must be 1-d views of one length");
+    }
+    ops_ = zc::DeviceOps::of(host_, where, me);
+    flat_numel_ = setup_.flat_grads.shape[0];
+    segments_ = zc::segments_in(setup_, 0, flat_numel_);
+    ranges_ = zc::merged_ranges(segments_);
+    master_.init_device(ops_, setup_.working_dtype, working());
+    // The 16-bit image of the local gradient (mixed precision only), and the norm's accumulator.
+    if (mixed) grad16_.reset(ops_, setup_.working_dtype, flat_numel_);
+    norm_.reset(ops_, DSPP_F64, 1);
+    gpu_ = true;
+    if (setup_.optimizer) {
+      dspp::OptimizerSetup os{segments_.data(), static_cast<int32_t>(segments_.size()),
+                              setup_.groups,    setup_.num_groups,
+                              flat_numel_,      where};
+      pass_through(setup_.optimizer->init(&os));
+    }
+  }
+
+  void reduce_gradients_device(double* sq_norm, int32_t* overflow) {
+    const dspp_tensor_view g = grads();
+    if (!grad16_.empty()) {
+      // The local gradient as the 16-bit type holds it (fp16 overflows to inf), back in f32.
+      ops_.cast(g, grad16_.view());
+      ops_.cast(grad16_.view(), g);
+    }
+    if (setup_.dp->size() > 1) {
+      const zc::Reduction r = zc::reduction_of(setup_);
+      ops_.scale(g, r.before);
+      zc::all_reduce_buckets(setup_.dp, g, bucket_, r.op);
+      ops_.scale(g, r.after);
+    }
+    // Every rank holds the same reduced gradient: the norm is global as computed here.
+    const double sq = ops_.sum_squares(g, ranges_, norm_.view());
+    *sq_norm = sq;
+    *overflow = std::isfinite(sq) ? 0 : 1;
+  }
+
+  void step_device(const dspp::StepArgs* args, double grad_scale) {
+    const dspp_tensor_view g = grads();
+    const float c = static_cast<float>(grad_scale);
+    for (const zc::FlatRange& r : ranges_) ops_.scale(zc::slice_of(g, r.begin, r.end - r.begin), c);
+    dspp::StepArgs a = *args;
+    a.params = values();
+    a.grads = g;
+    pass_through(setup_.optimizer->step(&a));
+    master_.publish(working());
+  }
+
+  // The flat views, [0, flat_numel): the working copy (its own dtype), the gradient (f32) and the
+  // f32 values the optimizer steps (the master, or the working copy in fp32 training).
+  dspp_tensor_view working() const { return zc::slice_of(setup_.flat_params, 0, flat_numel_); }
+  dspp_tensor_view grads() const { return zc::slice_of(setup_.flat_grads, 0, flat_numel_); }
+  dspp_tensor_view values() const { return master_.view(working()); }
+
   int64_t bucket_;
   dspp::ZeroSetup setup_{};
   std::vector<dspp::ParamSegment> segments_;
   int64_t flat_numel_ = 0;
   zc::MasterWeights master_;
+  // The GPU path (init saw CUDA buffers).
+  bool gpu_ = false;
+  zc::DeviceOps ops_;
+  std::vector<zc::FlatRange> ranges_;  // the trained segments, adjacent ones merged
+  zc::DeviceBuffer grad16_;            // mixed precision: the local gradient in 16 bits
+  zc::DeviceBuffer norm_;              // f64: the squared norm's accumulator
 };
 
 const dspp_plugin_desc kPlugins[] = {dspp::plugin::describe<dspp::ZeroStage, Stage0>(

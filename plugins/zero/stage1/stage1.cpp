@@ -35,6 +35,7 @@ class Stage1 final : public zc::FlatPartitionStage {
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
+      zc::refuse_device(*s, "zero/stage1");
       setup_ = *s;
       if (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_grads.dtype != DSPP_F32) {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT, "zero/stage1: flat buffers must be fp32");

@@ -24,6 +24,7 @@ class Stage2 final : public zc::FlatPartitionStage {
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
+      zc::refuse_device(*s, "zero/stage2");
       setup_ = *s;
       flat_numel_ = setup_.flat_params.shape[0];
       part_ = zc::partition_optimizer(setup_, flat_numel_, "zero/stage2");

@@ -69,6 +69,7 @@ class Stage3 final : public zc::StageBase {
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
+      zc::refuse_device(*s, "zero/stage3");
       setup_ = *s;
       if (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_params.ndim != 1) {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT,

@@ -1,0 +1,447 @@
+// The GPU path of ZeRO stage 0 and of the optimizers, run on every machine: a fake dspp::Device
+// whose "device memory" is host memory and whose DeviceKernels (version 2: fill, scale, cast,
+// sum_squares, adam_step; the layer kernels answer not supported) compute on the CPU by the
+// formulas of <dspp/kinds/device.h>. It checks what the real device checks (views of its own live
+// memory, CUDA device type, shapes and dtypes) and counts its blocks, so the plumbing (which
+// buffer goes where, the order of the operations, frees) is tested here; the arithmetic of the
+// real kernels is test_gpu_zero_stage0's, with the same scenario (zero_device_scenario.h).
+// Also: what fails without a host device or with kernels older than version 2.
+#include <dspp/error.h>
+#include <dspp/kinds/device.h>
+#include <dspp/plugins.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "catch.h"
+#include "test_util.h"
+#include "zero_device_scenario.h"
+
+namespace {
+
+dspp_status fail(dspp_status code, const std::string& msg) {
+  const dspp_host_api* h = dspp::host_api();
+  return h->set_error(h->self, code, ("fake device: " + msg).c_str());
+}
+
+class FakeDevice;
+
+class FakeKernels final : public dspp::DeviceKernels {
+ public:
+  FakeKernels(FakeDevice& dev, uint32_t version) : dev_(dev), version_(version) {}
+  uint32_t version() const noexcept override { return version_; }
+
+  dspp_status gemm(const dspp_tensor_view*, int32_t, const dspp_tensor_view*, int32_t,
+                   const dspp_tensor_view*, float, float, int32_t, const dspp_tensor_view*,
+                   const dspp_tensor_view*, uint32_t, void*) noexcept override {
+    return none("gemm");
+  }
+  dspp_status bias_grad(const dspp_tensor_view*, const dspp_tensor_view*, int32_t,
+                        void*) noexcept override {
+    return none("bias_grad");
+  }
+  dspp_status layernorm_forward(const dspp_tensor_view*, const dspp_tensor_view*,
+                                const dspp_tensor_view*, float, const dspp_tensor_view*,
+                                const dspp_tensor_view*, const dspp_tensor_view*,
+                                void*) noexcept override {
+    return none("layernorm_forward");
+  }
+  dspp_status layernorm_backward(const dspp_tensor_view*, const dspp_tensor_view*,
+                                 const dspp_tensor_view*, const dspp_tensor_view*,
+                                 const dspp_tensor_view*, const dspp_tensor_view*,
+                                 const dspp_tensor_view*, const dspp_tensor_view*,
+                                 void*) noexcept override {
+    return none("layernorm_backward");
+  }
+  dspp_status gelu_forward(const dspp_tensor_view*, const dspp_tensor_view*,
+                           void*) noexcept override {
+    return none("gelu_forward");
+  }
+  dspp_status gelu_backward(const dspp_tensor_view*, const dspp_tensor_view*,
+                            const dspp_tensor_view*, void*) noexcept override {
+    return none("gelu_backward");
+  }
+  dspp_status cross_entropy(const dspp_tensor_view*, const dspp_tensor_view*, int64_t, float,
+                            const dspp_tensor_view*, const dspp_tensor_view*,
+                            const dspp_tensor_view*, void*) noexcept override {
+    return none("cross_entropy");
+  }
+  dspp_status embedding_forward(const dspp_tensor_view*, const dspp_tensor_view*,
+                                const dspp_tensor_view*, void*) noexcept override {
+    return none("embedding_forward");
+  }
+  dspp_status embedding_backward(const dspp_tensor_view*, const dspp_tensor_view*,
+                                 const dspp_tensor_view*, void*) noexcept override {
+    return none("embedding_backward");
+  }
+  dspp_status attention_forward(const dspp_tensor_view*, int32_t, const dspp_tensor_view*,
+                                const dspp_tensor_view*, void*) noexcept override {
+    return none("attention_forward");
+  }
+  dspp_status attention_backward(const dspp_tensor_view*, const dspp_tensor_view*,
+                                 const dspp_tensor_view*, const dspp_tensor_view*, int32_t,
+                                 const dspp_tensor_view*, void*) noexcept override {
+    return none("attention_backward");
+  }
+  dspp_status add(const dspp_tensor_view*, const dspp_tensor_view*, const dspp_tensor_view*,
+                  void*) noexcept override {
+    return none("add");
+  }
+
+  dspp_status scale(const dspp_tensor_view* x, float alpha, const dspp_tensor_view* out,
+                    void* stream) noexcept override;
+  dspp_status fill(const dspp_tensor_view* out, double value, void* stream) noexcept override;
+  dspp_status cast(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                   void* stream) noexcept override;
+  dspp_status sum_squares(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                          int32_t accumulate, void* stream) noexcept override;
+  dspp_status adam_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                        const dspp_tensor_view* m, const dspp_tensor_view* v,
+                        const dspp::DeviceAdamConsts* k, void* stream) noexcept override;
+
+  int64_t calls = 0;
+
+ private:
+  static dspp_status none(const char* what) {
+    return fail(DSPP_ERR_NOT_SUPPORTED, std::string(what) + " is not faked");
+  }
+  // A view of the device's live memory, of a float dtype (or `also`), on the legacy stream.
+  bool ok(const dspp_tensor_view* v, const char* name, void* stream, std::string* why,
+          int32_t also = -1) const;
+
+  FakeDevice& dev_;
+  uint32_t version_;
+};
+
+class FakeDevice final : public dspp::Device {
+ public:
+  explicit FakeDevice(uint32_t kernels_version = 2) : kernels_(*this, kernels_version) {}
+  ~FakeDevice() {
+    for (auto& [p, n] : blocks_) std::free(const_cast<void*>(p));
+  }
+  FakeDevice(const FakeDevice&) = delete;
+  FakeDevice& operator=(const FakeDevice&) = delete;
+
+  int32_t count() const noexcept override { return 1; }
+  dspp_status set_current(int32_t index) noexcept override {
+    return index == 0 ? DSPP_OK : fail(DSPP_ERR_INVALID_ARGUMENT, "one device only");
+  }
+  dspp_status alloc(size_t bytes, void* stream, void** out) noexcept override {
+    *out = nullptr;
+    if (stream)
+      return fail(DSPP_ERR_INVALID_ARGUMENT, "alloc on a stream other than the legacy one");
+    if (bytes == 0) return DSPP_OK;
+    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!p) return fail(DSPP_ERR_OUT_OF_MEMORY, "out of memory");
+    std::memset(p, 0xFF, bytes);  // NaN in every float dtype until written
+    blocks_[p] = bytes;
+    *out = p;
+    return DSPP_OK;
+  }
+  dspp_status free(void* ptr, void* stream) noexcept override {
+    if (stream)
+      return fail(DSPP_ERR_INVALID_ARGUMENT, "free on a stream other than the legacy one");
+    if (!ptr) return DSPP_OK;
+    auto it = blocks_.find(ptr);
+    if (it == blocks_.end()) return fail(DSPP_ERR_INVALID_ARGUMENT, "free of an unknown pointer");
+    std::free(ptr);
+    blocks_.erase(it);
+    return DSPP_OK;
+  }
+  dspp_status empty_cache() noexcept override { return DSPP_OK; }
+  dspp_status memory_stats(dspp::DeviceMemoryStats* out) const noexcept override {
+    out->allocated = 0;
+    for (const auto& [p, n] : blocks_) out->allocated += n;
+    return DSPP_OK;
+  }
+  dspp_status reset_peak_stats() noexcept override { return DSPP_OK; }
+  dspp_status alloc_host(size_t, void**) noexcept override { return no("alloc_host"); }
+  dspp_status free_host(void*) noexcept override { return no("free_host"); }
+  dspp_status create_stream(void**) noexcept override { return no("create_stream"); }
+  dspp_status destroy_stream(void*) noexcept override { return no("destroy_stream"); }
+  dspp_status synchronize(void*) noexcept override { return DSPP_OK; }
+  dspp_status create_event(int32_t, void**) noexcept override { return no("create_event"); }
+  dspp_status destroy_event(void*) noexcept override { return no("destroy_event"); }
+  dspp_status record_event(void*, void*) noexcept override { return no("record_event"); }
+  dspp_status stream_wait_event(void*, void*) noexcept override { return no("stream_wait_event"); }
+  dspp_status query_event(void*, int32_t*) noexcept override { return no("query_event"); }
+  dspp_status synchronize_event(void*) noexcept override { return no("synchronize_event"); }
+  dspp_status elapsed_ms(void*, void*, float*) noexcept override { return no("elapsed_ms"); }
+  dspp_status copy(void* dst, const void* src, size_t bytes, void* stream) noexcept override {
+    if (stream)
+      return fail(DSPP_ERR_INVALID_ARGUMENT, "copy on a stream other than the legacy one");
+    if (bytes == 0) return DSPP_OK;
+    if (!holds(dst, bytes) && !holds(src, bytes))
+      return fail(DSPP_ERR_INVALID_ARGUMENT, "copy between two host buffers");
+    std::memmove(dst, src, bytes);
+    return DSPP_OK;
+  }
+  dspp_status memset(void* dst, int32_t value, size_t bytes, void* stream) noexcept override {
+    if (stream)
+      return fail(DSPP_ERR_INVALID_ARGUMENT, "memset on a stream other than the legacy one");
+    if (bytes == 0) return DSPP_OK;
+    if (!holds(dst, bytes)) return fail(DSPP_ERR_INVALID_ARGUMENT, "memset of host memory");
+    std::memset(dst, value, bytes);
+    return DSPP_OK;
+  }
+  dspp::DeviceKernels* kernels() noexcept override { return &kernels_; }
+
+  // [p, p + bytes) lies in one live block.
+  bool holds(const void* p, size_t bytes) const {
+    auto it = blocks_.upper_bound(p);
+    if (it == blocks_.begin()) return false;
+    --it;
+    const char* b = static_cast<const char*>(it->first);
+    const char* q = static_cast<const char*>(p);
+    return q >= b && q + bytes <= b + it->second;
+  }
+  size_t live_blocks() const { return blocks_.size(); }
+  FakeKernels& fake_kernels() { return kernels_; }
+
+ private:
+  static dspp_status no(const char* what) {
+    return fail(DSPP_ERR_NOT_SUPPORTED, std::string(what) + " is not used by the ZeRO stages");
+  }
+  std::map<const void*, size_t> blocks_;
+  FakeKernels kernels_;
+};
+
+size_t bytes_of(int32_t dtype) {
+  return zdev::dtype_bytes(dtype);
+}
+bool is_float(int32_t d) {
+  return d == DSPP_F32 || d == DSPP_BF16 || d == DSPP_F16;
+}
+float load(const dspp_tensor_view& v, int64_t i) {
+  const char* p = static_cast<const char*>(v.data);
+  if (v.dtype == DSPP_F32) {
+    float f;
+    std::memcpy(&f, p + 4 * i, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, p + 2 * i, 2);
+  return v.dtype == DSPP_BF16 ? zdev::bf16_value(h) : zdev::f16_value(h);
+}
+void store(const dspp_tensor_view& v, int64_t i, float f) {
+  char* p = static_cast<char*>(v.data);
+  if (v.dtype == DSPP_F32) {
+    std::memcpy(p + 4 * i, &f, 4);
+    return;
+  }
+  const uint16_t h = v.dtype == DSPP_BF16 ? zdev::bf16_bits(f) : zdev::f16_bits(f);
+  std::memcpy(p + 2 * i, &h, 2);
+}
+
+bool FakeKernels::ok(const dspp_tensor_view* v, const char* name, void* stream, std::string* why,
+                     int32_t also) const {
+  if (stream) {
+    *why = "work on a stream other than the legacy one";
+    return false;
+  }
+  if (!v) {
+    *why = std::string(name) + " is NULL";
+    return false;
+  }
+  if (v->device.type != DSPP_DEVICE_CUDA) {
+    *why = std::string(name) + " is not a CUDA view";
+    return false;
+  }
+  if (!is_float(v->dtype) && v->dtype != also) {
+    *why = std::string(name) + " has dtype " + std::to_string(v->dtype);
+    return false;
+  }
+  const int64_t n = zdev::numel(*v);
+  if (n > 0 && !dev_.holds(v->data, static_cast<size_t>(n) * bytes_of(v->dtype))) {
+    *why = std::string(name) + " is not live device memory";
+    return false;
+  }
+  return true;
+}
+
+dspp_status FakeKernels::scale(const dspp_tensor_view* x, float alpha, const dspp_tensor_view* out,
+                               void* stream) noexcept {
+  std::string why;
+  if (!ok(x, "x", stream, &why) || !ok(out, "out", stream, &why))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "scale: " + why);
+  if (out->dtype != x->dtype || zdev::numel(*out) != zdev::numel(*x))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "scale: out must be like x");
+  ++calls;
+  for (int64_t i = 0; i < zdev::numel(*x); ++i) store(*out, i, alpha * load(*x, i));
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::fill(const dspp_tensor_view* out, double value, void* stream) noexcept {
+  std::string why;
+  if (!ok(out, "out", stream, &why, DSPP_I32))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "fill: " + why);
+  ++calls;
+  for (int64_t i = 0; i < zdev::numel(*out); ++i) {
+    if (out->dtype == DSPP_I32) {
+      const int32_t x = static_cast<int32_t>(value);
+      std::memcpy(static_cast<char*>(out->data) + 4 * i, &x, 4);
+    } else {
+      store(*out, i, static_cast<float>(value));
+    }
+  }
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::cast(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                              void* stream) noexcept {
+  std::string why;
+  if (!ok(x, "x", stream, &why) || !ok(out, "out", stream, &why))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "cast: " + why);
+  if (zdev::numel(*out) != zdev::numel(*x))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "cast: out must be shaped like x");
+  if (out->dtype != x->dtype && out->data == x->data)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "cast: out must not be the same memory as x");
+  ++calls;
+  for (int64_t i = 0; i < zdev::numel(*x); ++i) store(*out, i, load(*x, i));
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::sum_squares(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                                     int32_t accumulate, void* stream) noexcept {
+  std::string why;
+  if (!ok(x, "x", stream, &why) || !ok(out, "out", stream, &why, DSPP_F64))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "sum_squares: " + why);
+  if (out->dtype != DSPP_F64 || zdev::numel(*out) != 1)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "sum_squares: out must be one f64");
+  ++calls;
+  double s = 0.0;
+  for (int64_t i = 0; i < zdev::numel(*x); ++i) {
+    const double e = load(*x, i);
+    s += e * e;
+  }
+  double* o = static_cast<double*>(out->data);
+  *o = (accumulate ? *o : 0.0) + s;
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::adam_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                                   const dspp_tensor_view* m, const dspp_tensor_view* v,
+                                   const dspp::DeviceAdamConsts* k, void* stream) noexcept {
+  std::string why;
+  if (!ok(p, "p", stream, &why) || !ok(g, "g", stream, &why) || !ok(m, "m", stream, &why) ||
+      !ok(v, "v", stream, &why))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "adam_step: " + why);
+  const int64_t n = zdev::numel(*p);
+  for (const dspp_tensor_view* t : {p, g, m, v}) {
+    if (t->dtype != DSPP_F32 || zdev::numel(*t) != n)
+      return fail(DSPP_ERR_INVALID_ARGUMENT, "adam_step: p, g, m, v must be f32 of one size");
+  }
+  if (!k) return fail(DSPP_ERR_INVALID_ARGUMENT, "adam_step: no constants");
+  ++calls;
+  float* pp = static_cast<float*>(p->data);
+  const float* gg = static_cast<const float*>(g->data);
+  float* mm = static_cast<float*>(m->data);
+  float* vv = static_cast<float*>(v->data);
+  for (int64_t i = 0; i < n; ++i) {
+    const float pi = pp[i];
+    const float gi = gg[i] + k->l2 * pi;
+    const float mi = k->beta1 * mm[i] + k->one_minus_beta1 * gi;
+    const float vi = k->beta2 * vv[i] + k->one_minus_beta2 * gi * gi;
+    mm[i] = mi;
+    vv[i] = vi;
+    const float denom = std::sqrt(vi) * k->inv_sqrt_bc2 + k->eps;
+    pp[i] = pi * k->decay - k->step_size * (mi / denom);
+  }
+  return DSPP_OK;
+}
+
+}  // namespace
+
+TEST_CASE("zero/stage0 + adamw on a fake device: fp32", "[zero][device]") {
+  FakeDevice dev;
+  zdev::stage0_adamw(dev, DSPP_F32);
+  CHECK(dev.fake_kernels().calls > 0);
+  CHECK(dev.live_blocks() == 0);  // everything the stage and the optimizer allocated was freed
+}
+
+TEST_CASE("zero/stage0 + adamw on a fake device: bf16 storage", "[zero][device]") {
+  FakeDevice dev;
+  zdev::stage0_adamw(dev, DSPP_BF16);
+  CHECK(dev.live_blocks() == 0);
+}
+
+TEST_CASE("zero/stage0 + adamw on a fake device: f16 storage", "[zero][device]") {
+  FakeDevice dev;
+  zdev::stage0_adamw(dev, DSPP_F16);
+  CHECK(dev.live_blocks() == 0);
+}
+
+TEST_CASE(
+    "device refusals on a fake device: optimizers without kernels and amsgrad and zero stages 1-3",
+    "[zero][device]") {
+  FakeDevice dev;
+  zdev::device_refusals(dev);
+  CHECK(dev.live_blocks() == 0);
+}
+
+TEST_CASE("buffers on the GPU without a host device or with kernels older than version 2",
+          "[zero][device]") {
+  const dspp_device cuda{DSPP_DEVICE_CUDA, 0};
+  dspp::ParamSegment seg{};
+  seg.name = "w";
+  seg.ndim = 1;
+  seg.shape[0] = 16;
+  seg.numel = 16;
+  const dspp::ParamGroupSetup group{0.01, 0.0, nullptr};
+  const dspp::OptimizerSetup os{&seg, 1, &group, 1, 16, cuda};
+  const dspp::Config cfg = zdev::test_config();
+  const zdev::PluginLib adam(DSPP_OPTIMIZER_ADAM_PATH);
+  const zdev::PluginLib stage0(DSPP_ZERO_STAGE0_PATH);
+
+  // The process's own host services (no device: this host computes on the CPU).
+  {
+    auto opt = adam.create<dspp::Optimizer>("optimizer", "adamw", dspp::host_api(),
+                                            cfg.view("optimizer.params"));
+    const std::string e = error_of([&] { zdev::check(opt->init(&os), "init"); });
+    CHECK(contains(e, "adamw: the buffers are on cuda:0 but the host gives no compute device"));
+  }
+  FakeDevice old(1);
+  const dspp_host_api* host = zdev::host_with_device(&old);
+  {
+    auto opt =
+        adam.create<dspp::Optimizer>("optimizer", "adamw", host, cfg.view("optimizer.params"));
+    const std::string e = error_of([&] { zdev::check(opt->init(&os), "init"); });
+    CHECK(contains(e, "adamw: the host's device plugin has kernels of version 1"));
+    CHECK(contains(e, "needs version 2"));
+  }
+  {
+    zdev::DeviceTensor params(old, DSPP_F32, 16), grads(old, DSPP_F32, 16);
+    zdev::LocalComm comm;
+    dspp::ZeroParam zp{};
+    zp.name = "w";
+    zp.ndim = 1;
+    zp.shape[0] = 16;
+    zp.numel = 16;
+    zp.value = params.view();
+    zp.grad = grads.view();
+    zp.group = 0;
+    dspp::ZeroSetup setup{&zp,  1, params.view(), grads.view(), &comm, nullptr, &group, 1,
+                          cuda, 1, 1.0,           DSPP_F32};
+    auto z = stage0.create<dspp::ZeroStage>("zero", "stage0", host, cfg.view("zero_optimization"));
+    std::string e = error_of([&] { zdev::check(z->init(&setup), "init"); });
+    CHECK(contains(e, "zero/stage0: the host's device plugin has kernels of version 1"));
+    auto z2 = stage0.create<dspp::ZeroStage>("zero", "stage0", dspp::host_api(),
+                                             cfg.view("zero_optimization"));
+    e = error_of([&] { zdev::check(z2->init(&setup), "init"); });
+    CHECK(contains(e,
+                   "zero/stage0: the flat buffers are on cuda:0 but the host gives no compute "
+                   "device"));
+    // bf16 working dtype needs bf16 storage on the GPU.
+    setup.working_dtype = DSPP_BF16;
+    e = error_of([&] { zdev::check(z2->init(&setup), "init"); });
+    CHECK(contains(e,
+                   "zero/stage0: on the GPU flat_params must be stored in the working dtype "
+                   "bf16 and flat_grads in f32, got f32 and f32"));
+  }
+  zdev::host_with_device(nullptr);
+  CHECK(old.live_blocks() == 0);
+}

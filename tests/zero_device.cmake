@@ -1,0 +1,11 @@
+# The GPU path of ZeRO stage 0 and the optimizers on a fake device in host memory (runs on every
+# machine; test_gpu_zero_stage0 in gpu.cmake runs the same scenario, zero_device_scenario.h, on a
+# real GPU).
+dspp_add_test(test_zero_device_fake SOURCES test_zero_device_fake.cpp LIBS ${CMAKE_DL_LIBS})
+foreach(t dspp_optimizer_adam dspp_optimizer_sgd dspp_optimizer_lion dspp_optimizer_lamb
+          dspp_optimizer_adagrad dspp_optimizer_muon dspp_zero_stage0 dspp_zero_stage1
+          dspp_zero_stage2 dspp_zero_stage3)
+  add_dependencies(test_zero_device_fake ${t})
+  string(TOUPPER "${t}" var)
+  target_compile_definitions(test_zero_device_fake PRIVATE "${var}_PATH=\"$<TARGET_FILE:${t}>\"")
+endforeach()

@@ -1,0 +1,683 @@
+// ZeRO stage 0 and AdamW on device memory (the engine's flat buffers on a GPU), shared by
+// test_gpu_zero_stage0.cpp (device/cuda on a real GPU) and test_zero_device_fake.cpp (a fake
+// device in host memory, so the plumbing runs on every machine). Both give a dspp::Device; the
+// checks are the same.
+//
+// The plugins are created through their descriptors with a copy of dspp::host_api() whose
+// `device` callback returns that Device (PluginLib below: a test-only loader, the registry's
+// create() always passes the process's own host services). The data-parallel group is a world of
+// one (LocalComm), which stage 0 never calls: every collective of it fails.
+//
+// Layout (64 elements, as the engine pads the flat buffers): mlp.weight [5, 7] at 0 (group 0,
+// decayed), mlp.bias [13] at 35 (group 0, DSPP_PARAM_NO_DECAY), embed.frozen [3, 3] at 48 (group
+// -1: not trained), zero padding from 57. AdamW (lr from the step's lrs, betas 0.9/0.999, eps
+// 1e-8, weight decay 0.1) steps 4 times with a different lr and gradient scale each step; the
+// reference is the same update in float64 from the same (rounded) gradients.
+//
+// Bounds:
+//  - squared norm: relative 1e-12 (the squares of f32 values are exact in f64; the kernel sums
+//    48 of them in f64, 48 roundings of 2^-53);
+//  - the local gradient after reduce_gradients: exactly the f32 gradient rounded to the working
+//    dtype (round to nearest even), and after step() exactly that times the scale in f32;
+//  - master (f32) after 4 steps: |got - ref| <= 1e-6 + 2e-6 |ref|. Per step the fp32 kernel makes
+//    ~10 roundings (unit roundoff 6e-8) on terms of size |p| (decay) and lr (the update, whose
+//    factor m / sqrt(v) is O(1)); 4 steps give ~5e-7 |p| + 1e-7. A slip in the math (a lost
+//    weight decay is lr * 0.1 * |p| = 5e-4 |p| and more, a wrong bias correction moves p by O(lr))
+//    is far outside;
+//  - moments: m within 1e-6 + 1e-6 |ref| (beta1 m and (1 - beta1) g cancel, so its error is
+//    relative to those terms, |g| < 2, not to m: ~1e-7), v within 1e-9 + 1e-6 |ref| (positive
+//    terms: a few fp32 roundings each step);
+//  - working copy: exactly the downloaded master rounded to the working dtype, and within half an
+//    ulp of the dtype (2^-8 |ref| for bf16's 8 significant bits, 2^-11 for f16's 11) plus the
+//    master's bound of the reference;
+//  - the untrained parameter and the padding: bit-identical to their initial values; their
+//    moments exactly 0.
+#pragma once
+
+#include <dlfcn.h>
+#include <dspp/config.h>
+#include <dspp/error.h>
+#include <dspp/kinds/comm.h>
+#include <dspp/kinds/device.h>
+#include <dspp/kinds/optimizer.h>
+#include <dspp/kinds/zero.h>
+#include <dspp/plugins.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "catch.h"
+#include "test_util.h"
+
+namespace zdev {
+
+// ---- 16-bit values on the host (round to nearest even), independent of the code under test ----
+
+inline uint32_t bits_of(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float float_of(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t bf16_bits(float f) {
+  const uint32_t u = bits_of(f);
+  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40u);  // a quiet NaN
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+inline float bf16_value(uint16_t h) {
+  return float_of(uint32_t(h) << 16);
+}
+inline uint16_t f16_bits(float f) {
+  const _Float16 h = static_cast<_Float16>(f);  // the compiler's conversion: ties to even
+  uint16_t b;
+  std::memcpy(&b, &h, 2);
+  return b;
+}
+inline float f16_value(uint16_t b) {
+  _Float16 h;
+  std::memcpy(&h, &b, 2);
+  return static_cast<float>(h);
+}
+inline float round_to(int32_t dtype, float f) {
+  if (dtype == DSPP_BF16) return bf16_value(bf16_bits(f));
+  if (dtype == DSPP_F16) return f16_value(f16_bits(f));
+  return f;
+}
+inline size_t dtype_bytes(int32_t dtype) {
+  return dtype == DSPP_BF16 || dtype == DSPP_F16 ? 2 : dtype == DSPP_F64 ? 8 : 4;
+}
+inline const char* dtype_name(int32_t dtype) {
+  return dtype == DSPP_BF16 ? "bf16" : dtype == DSPP_F16 ? "f16" : "f32";
+}
+
+// Floats in `dtype`'s storage and back.
+inline std::vector<unsigned char> encode(int32_t dtype, const std::vector<float>& v) {
+  std::vector<unsigned char> out(v.size() * dtype_bytes(dtype));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (dtype == DSPP_F32) {
+      std::memcpy(&out[4 * i], &v[i], 4);
+    } else {
+      const uint16_t h = dtype == DSPP_BF16 ? bf16_bits(v[i]) : f16_bits(v[i]);
+      std::memcpy(&out[2 * i], &h, 2);
+    }
+  }
+  return out;
+}
+inline std::vector<float> decode(int32_t dtype, const std::vector<unsigned char>& b) {
+  std::vector<float> out(b.size() / dtype_bytes(dtype));
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (dtype == DSPP_F32) {
+      std::memcpy(&out[i], &b[4 * i], 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, &b[2 * i], 2);
+      out[i] = dtype == DSPP_BF16 ? bf16_value(h) : f16_value(h);
+    }
+  }
+  return out;
+}
+
+inline void check(dspp_status st, const std::string& what) {
+  dspp::check_plugin(st, what);
+}
+
+inline int64_t numel(const dspp_tensor_view& v) {
+  int64_t n = 1;
+  for (int32_t d = 0; d < v.ndim; ++d) n *= v.shape[d];
+  return n;
+}
+
+// The values of a device view (any float dtype), after the legacy stream's work so far.
+inline std::vector<float> download(dspp::Device& dev, const dspp_tensor_view& v) {
+  std::vector<unsigned char> host(static_cast<size_t>(numel(v)) * dtype_bytes(v.dtype));
+  if (!host.empty()) check(dev.copy(host.data(), v.data, host.size(), nullptr), "copy d2h");
+  check(dev.synchronize(nullptr), "synchronize");
+  return decode(v.dtype, host);
+}
+// Writes values (rounded to the view's dtype) into a device view.
+inline void upload(dspp::Device& dev, const dspp_tensor_view& v, const std::vector<float>& values) {
+  REQUIRE(static_cast<int64_t>(values.size()) == numel(v));
+  const std::vector<unsigned char> host = encode(v.dtype, values);
+  if (!host.empty()) check(dev.copy(v.data, host.data(), host.size(), nullptr), "copy h2d");
+  check(dev.synchronize(nullptr), "synchronize");
+}
+
+// Device memory of one 1-d view, freed at the end of the scope.
+class DeviceTensor {
+ public:
+  DeviceTensor(dspp::Device& dev, int32_t dtype, int64_t n) : dev_(dev) {
+    view_.dtype = dtype;
+    view_.ndim = 1;
+    view_.shape[0] = n;
+    view_.device = dspp_device{DSPP_DEVICE_CUDA, 0};
+    check(dev.alloc(static_cast<size_t>(n) * dtype_bytes(dtype), nullptr, &view_.data), "alloc");
+  }
+  DeviceTensor(const DeviceTensor&) = delete;
+  DeviceTensor& operator=(const DeviceTensor&) = delete;
+  ~DeviceTensor() {
+    if (view_.data) (void)dev_.free(view_.data, nullptr);
+  }
+  const dspp_tensor_view& view() const { return view_; }
+  dspp_tensor_view slice(int64_t off, int64_t n) const {
+    dspp_tensor_view s = view_;
+    s.data = static_cast<char*>(view_.data) + off * static_cast<int64_t>(dtype_bytes(view_.dtype));
+    s.shape[0] = n;
+    return s;
+  }
+  std::vector<float> get() const { return download(dev_, view_); }
+  void put(const std::vector<float>& v) const { upload(dev_, view_, v); }
+
+ private:
+  dspp::Device& dev_;
+  dspp_tensor_view view_{};
+};
+
+// ---- plugins created with a host whose compute device is the test's ----------------------
+
+// The device the host services below report (one at a time: tests in one process run in turn).
+inline dspp::Device*& host_device_slot() {
+  static dspp::Device* d = nullptr;
+  return d;
+}
+inline void* host_device_cb(void*) {
+  return host_device_slot();
+}
+// dspp::host_api() (its logger, errors and memory) with `device` returning `dev`.
+inline const dspp_host_api* host_with_device(dspp::Device* dev) {
+  static dspp_host_api host = [] {
+    dspp_host_api h = *dspp::host_api();
+    h.device = &host_device_cb;
+    return h;
+  }();
+  host_device_slot() = dev;
+  return &host;
+}
+
+// Test-only loader: one plugin library by path, its objects created with any host services.
+// (The library stays loaded for the process: objects may outlive this handle.)
+class PluginLib {
+ public:
+  explicit PluginLib(const std::string& path) : path_(path) {
+    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    INFO(path << ": " << (h ? "" : dlerror()));
+    REQUIRE(h != nullptr);
+    auto entry = reinterpret_cast<dspp_plugin_entry_fn>(dlsym(h, DSPP_PLUGIN_ENTRY_SYMBOL));
+    REQUIRE(entry != nullptr);
+    lib_ = entry();
+    REQUIRE(lib_ != nullptr);
+  }
+
+  // The object, or the dspp::Error check_plugin makes of a failed create.
+  template <class T>
+  std::shared_ptr<T> create(const char* kind, const char* name, const dspp_host_api* host,
+                            const dspp_config_view* config) const {
+    for (uint32_t i = 0; i < lib_->num_plugins; ++i) {
+      const dspp_plugin_desc& d = lib_->plugins[i];
+      if (std::strcmp(d.kind, kind) != 0 || std::strcmp(d.name, name) != 0) continue;
+      void* obj = nullptr;
+      check(d.create(host, config, &obj), std::string("create ") + kind + "/" + name);
+      REQUIRE(obj != nullptr);
+      void (*destroy)(void*) = d.destroy;
+      return std::shared_ptr<T>(static_cast<T*>(obj), [destroy](T* p) { destroy(p); });
+    }
+    FAIL(path_ << " has no plugin " << kind << "/" << name);
+    return nullptr;
+  }
+
+ private:
+  std::string path_;
+  const dspp_plugin_library* lib_ = nullptr;
+};
+
+// A data-parallel group of one that must never be asked to communicate.
+class LocalComm final : public dspp::Communicator {
+ public:
+  int32_t rank() const noexcept override { return 0; }
+  int32_t size() const noexcept override { return 1; }
+  dspp_status split(const int32_t*, int32_t, const char*, Communicator**) noexcept override {
+    return refuse();
+  }
+  void release() noexcept override {}
+  dspp_status all_reduce(dspp_tensor_view, int32_t, dspp::CommWork**) noexcept override {
+    return refuse();
+  }
+  dspp_status reduce_scatter(dspp_tensor_view, dspp_tensor_view, int32_t,
+                             dspp::CommWork**) noexcept override {
+    return refuse();
+  }
+  dspp_status all_gather(dspp_tensor_view, dspp_tensor_view, dspp::CommWork**) noexcept override {
+    return refuse();
+  }
+  dspp_status broadcast(dspp_tensor_view, int32_t, dspp::CommWork**) noexcept override {
+    return refuse();
+  }
+  dspp_status send(dspp_tensor_view, int32_t, int32_t, dspp::CommWork**) noexcept override {
+    return refuse();
+  }
+  dspp_status recv(dspp_tensor_view, int32_t, int32_t, dspp::CommWork**) noexcept override {
+    return refuse();
+  }
+  dspp_status barrier() noexcept override { return refuse(); }
+
+ private:
+  static dspp_status refuse() noexcept {
+    const dspp_host_api* h = dspp::host_api();
+    return h->set_error(h->self, DSPP_ERR_RUNTIME,
+                        "LocalComm: a world of one has no peers; stage 0 must not communicate");
+  }
+};
+
+// ---- the layout -----------------------------------------------------------------------------
+
+constexpr int64_t kFlat = 64;
+constexpr int64_t kDecayEnd = 35;    // [0, 35): mlp.weight, decayed
+constexpr int64_t kTrainedEnd = 48;  // [35, 48): mlp.bias, no decay
+constexpr int64_t kFrozenEnd = 57;   // [48, 57): embed.frozen, untrained; then padding
+
+// The three parameters as the engine describes them, with views into the flat buffers.
+inline std::vector<dspp::ZeroParam> layout(const DeviceTensor& params, const DeviceTensor& grads) {
+  struct Def {
+    const char* name;
+    int32_t ndim;
+    int64_t d0, d1;
+    int64_t offset;
+    uint32_t flags;
+    int32_t group;
+  };
+  const Def defs[] = {{"mlp.weight", 2, 5, 7, 0, 0u, 0},
+                      {"mlp.bias", 1, 13, 1, kDecayEnd, DSPP_PARAM_NO_DECAY, 0},
+                      {"embed.frozen", 2, 3, 3, kTrainedEnd, 0u, -1}};
+  std::vector<dspp::ZeroParam> out;
+  for (const Def& d : defs) {
+    dspp::ZeroParam p{};
+    p.name = d.name;
+    p.ndim = d.ndim;
+    p.shape[0] = d.d0;
+    p.shape[1] = d.d1;
+    p.numel = d.ndim == 1 ? d.d0 : d.d0 * d.d1;
+    p.offset_in_flat = d.offset;
+    p.value = params.slice(d.offset, p.numel);
+    p.value.ndim = d.ndim;
+    p.value.shape[0] = d.d0;
+    p.value.shape[1] = d.ndim == 2 ? d.d1 : 0;
+    p.grad = grads.slice(d.offset, p.numel);
+    p.grad.ndim = d.ndim;
+    p.grad.shape[0] = d.d0;
+    p.grad.shape[1] = d.ndim == 2 ? d.d1 : 0;
+    p.flags = d.flags;
+    p.group = d.group;
+    out.push_back(p);
+  }
+  return out;
+}
+
+inline dspp::Config test_config(const std::string& adam_params = "") {
+  dspp::LoadOptions opts;
+  opts.on_warning = [](const dspp::ConfigMessage&) {};
+  const std::string params =
+      adam_params.empty()
+          ? R"({"lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1})"
+          : adam_params;
+  return dspp::Config::from_string(
+      R"({"train_micro_batch_size_per_gpu": 1,
+          "optimizer": {"type": "AdamW", "params": )" +
+          params + R"(},
+          "zero_optimization": {"stage": 0, "reduce_bucket_size": 20}})",
+      opts);
+}
+
+// |got[i] - ref[i]| <= atol + rtol |ref[i]| for i in [lo, hi); the worst element is reported.
+inline void expect_close(const std::string& what, const std::vector<float>& got,
+                         const std::vector<double>& ref, int64_t lo, int64_t hi, double atol,
+                         double rtol) {
+  int64_t bad = 0, worst = lo;
+  double worst_ratio = -1.0;
+  for (int64_t i = lo; i < hi; ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    const double ratio = std::isnan(err) ? INFINITY : err / (atol + rtol * std::fabs(ref[i]));
+    if (ratio > 1.0) ++bad;
+    if (ratio > worst_ratio) {
+      worst_ratio = ratio;
+      worst = i;
+    }
+  }
+  std::ostringstream os;
+  os.precision(9);
+  os << what << ": " << bad << " of " << hi - lo << " elements outside the bound; worst at "
+     << worst << ": got " << got[worst] << ", ref " << ref[worst] << " (ratio " << worst_ratio
+     << ")";
+  if (const char* e = std::getenv("DSPP_KERNEL_TEST_VERBOSE"); e && *e && std::strcmp(e, "0") != 0)
+    std::printf("%s\n", os.str().c_str());
+  INFO(os.str());
+  CHECK(bad == 0);
+}
+
+// Bit-identical (NaN compares by bits too).
+inline void expect_bits(const std::string& what, const std::vector<float>& got,
+                        const std::vector<float>& want, int64_t lo, int64_t hi) {
+  int64_t bad = 0, first = -1;
+  for (int64_t i = lo; i < hi; ++i) {
+    if (bits_of(got[i]) != bits_of(want[i])) {
+      ++bad;
+      if (first < 0) first = i;
+    }
+  }
+  INFO(what << ": " << bad << " elements differ; first at " << first << ": got "
+            << (first >= 0 ? got[first] : 0.f) << ", want " << (first >= 0 ? want[first] : 0.f));
+  CHECK(bad == 0);
+}
+
+// ---- the scenario ---------------------------------------------------------------------------
+
+// AdamW through ZeRO stage 0 on `dev`'s memory with the working copy in `dtype` (f32, bf16, f16).
+inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
+  INFO("working dtype " << dtype_name(dtype));
+  const bool mixed = dtype != DSPP_F32;
+  const dspp_host_api* host = host_with_device(&dev);
+  const dspp::Config cfg = test_config();
+  const PluginLib adam_lib(DSPP_OPTIMIZER_ADAM_PATH);
+  const PluginLib zero_lib(DSPP_ZERO_STAGE0_PATH);
+
+  DeviceTensor params(dev, dtype, kFlat);
+  DeviceTensor grads(dev, DSPP_F32, kFlat);
+  std::mt19937_64 rng(20261129);
+  std::uniform_real_distribution<float> u1(-1.f, 1.f), u2(-2.f, 2.f);
+  std::vector<float> p0(kFlat, 0.f);
+  for (int64_t i = 0; i < kFrozenEnd; ++i) p0[i] = round_to(dtype, u1(rng));
+  params.put(p0);
+  grads.put(std::vector<float>(kFlat, 0.f));
+
+  {  // the optimizer and the stage die before the buffers
+    auto opt =
+        adam_lib.create<dspp::Optimizer>("optimizer", "adamw", host, cfg.view("optimizer.params"));
+    auto stage =
+        zero_lib.create<dspp::ZeroStage>("zero", "stage0", host, cfg.view("zero_optimization"));
+    const std::vector<dspp::ZeroParam> zp = layout(params, grads);
+    const dspp::ParamGroupSetup group{std::numeric_limits<double>::quiet_NaN(),
+                                      std::numeric_limits<double>::quiet_NaN(), nullptr};
+    LocalComm comm;
+    const dspp_device cuda{DSPP_DEVICE_CUDA, 0};
+    const dspp::ZeroSetup setup{zp.data(),     static_cast<int32_t>(zp.size()),
+                                params.view(), grads.view(),
+                                &comm,         opt.get(),
+                                &group,        1,
+                                cuda,          1,
+                                1.0,           dtype};
+    check(stage->init(&setup), "stage0 init");
+
+    // The optimizer's states live on the device, zero-initialised.
+    REQUIRE(opt->num_states() == 2);
+    dspp_tensor_view mv{}, vv{};
+    const char* name = nullptr;
+    check(opt->state(0, &name, &mv), "state 0");
+    CHECK(std::string(name) == "exp_avg");
+    check(opt->state(1, &name, &vv), "state 1");
+    CHECK(std::string(name) == "exp_avg_sq");
+    CHECK(mv.device.type == DSPP_DEVICE_CUDA);
+    CHECK(vv.device.type == DSPP_DEVICE_CUDA);
+    CHECK(numel(mv) == kFlat);
+    expect_bits("exp_avg at init", download(dev, mv), std::vector<float>(kFlat, 0.f), 0, kFlat);
+
+    dspp::ZeroShard shard{};
+    check(stage->shard(&shard), "shard");
+    CHECK(shard.begin == 0);
+    CHECK(shard.end == kFlat);
+    CHECK(shard.values.device.type == DSPP_DEVICE_CUDA);
+    CHECK(shard.values.dtype == DSPP_F32);
+    CHECK(numel(shard.values) == kFlat);
+    if (!mixed) CHECK(shard.values.data == params.view().data);  // fp32: the values are the master
+    expect_bits("master at init", download(dev, shard.values), p0, 0, kFlat);
+
+    dspp::MemoryBreakdown mem{};
+    check(stage->memory(&mem), "memory");
+    CHECK(mem.param_bytes == kFlat * static_cast<int64_t>(dtype_bytes(dtype)));
+    CHECK(mem.grad_bytes == kFlat * 4);
+    CHECK(mem.master_bytes == (mixed ? kFlat * 4 : 0));
+    CHECK(mem.optimizer_state_bytes == 2 * kFlat * 4);
+
+    // The float64 reference.
+    std::vector<double> master(p0.begin(), p0.end()), m(kFlat, 0.0), v(kFlat, 0.0);
+    const double lrs[] = {0.01, 0.02, 0.015, 0.005};
+    const double scales[] = {1.0, 0.5, 0.25, 0.8};
+    for (int64_t t = 1; t <= 4; ++t) {
+      INFO("step " << t);
+      std::vector<float> g(kFlat, 0.f);
+      for (int64_t i = 0; i < kFrozenEnd; ++i) g[i] = u2(rng);
+      grads.put(g);
+      double sq = -1.0;
+      int32_t overflow = -1;
+      check(stage->reduce_gradients(&sq, &overflow), "reduce_gradients");
+      std::vector<float> rg(kFlat);
+      for (int64_t i = 0; i < kFlat; ++i) rg[i] = round_to(dtype, g[i]);
+      expect_bits("the local gradient rounded to the working dtype", grads.get(), rg, 0, kFlat);
+      double sq_ref = 0.0;
+      for (int64_t i = 0; i < kTrainedEnd; ++i) sq_ref += static_cast<double>(rg[i]) * rg[i];
+      CHECK(overflow == 0);
+      CHECK(std::fabs(sq - sq_ref) <= 1e-12 * sq_ref);
+
+      dspp::StepArgs a{};
+      a.lrs = &lrs[t - 1];
+      a.step = t;
+      const float c = static_cast<float>(scales[t - 1]);
+      check(stage->step(&a, scales[t - 1]), "step");
+      std::vector<float> sg = rg;  // trained ranges scaled in f32, the rest as it was
+      for (int64_t i = 0; i < kTrainedEnd; ++i) sg[i] = rg[i] * c;
+      expect_bits("the gradient scaled by grad_scale", grads.get(), sg, 0, kFlat);
+      check(stage->zero_grad(), "zero_grad");
+      expect_bits("the gradient after zero_grad", grads.get(), std::vector<float>(kFlat, 0.f), 0,
+                  kFlat);
+
+      const double lr = lrs[t - 1], b1 = 0.9, b2 = 0.999, eps = 1e-8;
+      const double bc1 = 1.0 - std::pow(b1, static_cast<double>(t));
+      const double bc2 = 1.0 - std::pow(b2, static_cast<double>(t));
+      for (int64_t i = 0; i < kTrainedEnd; ++i) {
+        const double gi = sg[i];
+        const double wd = i < kDecayEnd ? 0.1 : 0.0;
+        m[i] = b1 * m[i] + (1 - b1) * gi;
+        v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+        master[i] = master[i] * (1 - lr * wd) - lr / bc1 * m[i] / (std::sqrt(v[i] / bc2) + eps);
+      }
+
+      const std::vector<float> got = download(dev, shard.values);
+      expect_close("master", got, master, 0, kTrainedEnd, 1e-6, 2e-6);
+      expect_bits("master of the untrained parameter and the padding", got, p0, kTrainedEnd, kFlat);
+      const std::vector<float> gm = download(dev, mv), gv = download(dev, vv);
+      expect_close("exp_avg", gm, m, 0, kTrainedEnd, 1e-6, 1e-6);
+      expect_close("exp_avg_sq", gv, v, 0, kTrainedEnd, 1e-9, 1e-6);
+      expect_bits("moments outside the trained segments", gm, std::vector<float>(kFlat, 0.f),
+                  kTrainedEnd, kFlat);
+      expect_bits("moments outside the trained segments", gv, std::vector<float>(kFlat, 0.f),
+                  kTrainedEnd, kFlat);
+      // The working copy: the master rounded (exactly), so within half an ulp of the reference.
+      const std::vector<float> w = params.get();
+      std::vector<float> want(kFlat);
+      for (int64_t i = 0; i < kFlat; ++i) want[i] = round_to(dtype, got[i]);
+      expect_bits("working copy = the master rounded", w, want, 0, kFlat);
+      const double half_ulp = dtype == DSPP_BF16 ? 0x1p-8 : dtype == DSPP_F16 ? 0x1p-11 : 0.0;
+      expect_close("working copy", w, master, 0, kTrainedEnd, 1e-6 + 6e-8, 2e-6 + half_ulp);
+    }
+
+    // Overflow: a non-finite gradient in a trained segment (on the local gradient, before
+    // anything is reduced) is reported; one in the untrained parameter is not counted (as on the
+    // CPU, the norm covers the trained segments only). fp16 also overflows past 65504.
+    struct Case {
+      int64_t at;
+      float value;
+      int32_t overflow;
+    };
+    const float inf = std::numeric_limits<float>::infinity();
+    const Case cases[] = {{40, inf, 1},
+                          {3, -inf, 1},
+                          {20, std::numeric_limits<float>::quiet_NaN(), 1},
+                          {50, inf, 0},
+                          {10, 70000.f, dtype == DSPP_F16 ? 1 : 0}};
+    const std::vector<float> before = download(dev, shard.values);
+    for (const Case& k : cases) {
+      INFO("gradient " << k.value << " at " << k.at);
+      std::vector<float> g(kFlat, 0.f);
+      for (int64_t i = 0; i < kFrozenEnd; ++i) g[i] = u2(rng);
+      g[k.at] = k.value;
+      grads.put(g);
+      double sq = -1.0;
+      int32_t overflow = -1;
+      check(stage->reduce_gradients(&sq, &overflow), "reduce_gradients");
+      CHECK(overflow == k.overflow);
+      CHECK(std::isfinite(sq) == (k.overflow == 0));
+      if (k.overflow == 0) {
+        double sq_ref = 0.0;
+        for (int64_t i = 0; i < kTrainedEnd; ++i) {
+          const double r = round_to(dtype, g[i]);
+          sq_ref += r * r;
+        }
+        CHECK(std::fabs(sq - sq_ref) <= 1e-12 * sq_ref);
+      }
+      check(stage->zero_grad(), "zero_grad");  // the engine skips the step and zeroes
+      expect_bits("the gradient after zero_grad", grads.get(), std::vector<float>(kFlat, 0.f), 0,
+                  kFlat);
+    }
+    expect_bits("master after skipped steps", download(dev, shard.values), before, 0, kFlat);
+
+    // write_back: GatheredParameters changed mlp.weight's working copy; the master takes it.
+    {
+      std::vector<float> w = params.get();
+      for (int64_t i = 0; i < kDecayEnd; ++i) w[i] = round_to(dtype, u1(rng));
+      params.put(w);
+      const int32_t which = 0;
+      check(stage->write_back(&which, 1), "write_back");
+      std::vector<float> want = before;
+      for (int64_t i = 0; i < kDecayEnd; ++i) want[i] = w[i];
+      expect_bits("master after write_back", download(dev, shard.values), want, 0, kFlat);
+      expect_bits("working copy after write_back", params.get(), w, 0, kFlat);
+    }
+
+    // after_load: a checkpoint wrote new fp32 values into the shard; the working copy is their
+    // rounding.
+    {
+      std::vector<float> loaded(kFlat);
+      for (int64_t i = 0; i < kFlat; ++i) loaded[i] = u1(rng);
+      upload(dev, shard.values, loaded);
+      check(stage->after_load(), "after_load");
+      expect_bits("master after after_load", download(dev, shard.values), loaded, 0, kFlat);
+      std::vector<float> want(kFlat);
+      for (int64_t i = 0; i < kFlat; ++i) want[i] = round_to(dtype, loaded[i]);
+      expect_bits("working copy after after_load", params.get(), want, 0, kFlat);
+    }
+
+    // The optimizer takes device views only of its own device.
+    {
+      std::vector<float> host_buf(kFlat, 0.f);
+      dspp::StepArgs a{};
+      a.params = shard.values;
+      a.grads = grads.view();
+      a.grads.data = host_buf.data();
+      a.grads.device = dspp_device{DSPP_DEVICE_CPU, 0};
+      a.step = 1;
+      const std::string e = error_of([&] { check(opt->step(&a), "adamw step"); });
+      CHECK(contains(e, "adamw: grads must be memory of cuda:0"));
+    }
+  }
+  host_with_device(nullptr);
+}
+
+// What refuses the GPU, with `dev` as the host's device: optimizers without a device kernel
+// (before allocating anything), AdamW's AMSGrad, and ZeRO stages 1-3.
+inline void device_refusals(dspp::Device& dev) {
+  const dspp_host_api* host = host_with_device(&dev);
+  const dspp_device cuda{DSPP_DEVICE_CUDA, 0};
+  dspp::ParamSegment seg{};
+  seg.name = "w";
+  seg.group = 0;
+  seg.ndim = 2;
+  seg.shape[0] = 4;
+  seg.shape[1] = 4;
+  seg.numel = 16;
+  seg.flags = DSPP_PARAM_USE_MUON;
+  const dspp::ParamGroupSetup group{0.01, 0.0, nullptr};
+  const dspp::OptimizerSetup os{&seg, 1, &group, 1, 16, cuda};
+
+  struct Opt {
+    const char* path;
+    const char* name;
+  };
+  const Opt opts[] = {{DSPP_OPTIMIZER_SGD_PATH, "sgd"},
+                      {DSPP_OPTIMIZER_LION_PATH, "lion"},
+                      {DSPP_OPTIMIZER_LAMB_PATH, "lamb"},
+                      {DSPP_OPTIMIZER_ADAGRAD_PATH, "adagrad"},
+                      {DSPP_OPTIMIZER_MUON_PATH, "muon"}};
+  for (const Opt& o : opts) {
+    INFO(o.name);
+    const PluginLib lib(o.path);
+    auto opt = lib.create<dspp::Optimizer>("optimizer", o.name, host, nullptr);
+    const std::string e = error_of([&] { check(opt->init(&os), "init"); });
+    CHECK(contains(e, std::string(o.name) + ": no CUDA kernel for this optimizer yet"));
+    CHECK(contains(e, "--device cpu"));
+    CHECK(contains(e, "status 2"));  // DSPP_ERR_NOT_SUPPORTED
+    CHECK(opt->num_states() == 0);
+  }
+
+  {
+    const dspp::Config cfg = test_config(R"({"torch_adam": true, "amsgrad": true})");
+    const PluginLib lib(DSPP_OPTIMIZER_ADAM_PATH);
+    auto opt =
+        lib.create<dspp::Optimizer>("optimizer", "adamw", host, cfg.view("optimizer.params"));
+    const std::string e = error_of([&] { check(opt->init(&os), "init"); });
+    CHECK(contains(e, "adamw: optimizer.params.amsgrad is not supported on the GPU"));
+    CHECK(opt->num_states() == 0);
+  }
+
+  // Stages 1-3 refuse before touching memory: the views point nowhere.
+  dspp::ZeroParam zp{};
+  zp.name = "w";
+  zp.ndim = 1;
+  zp.shape[0] = 16;
+  zp.numel = 16;
+  zp.group = 0;
+  zp.value.dtype = DSPP_F32;
+  zp.value.ndim = 1;
+  zp.value.shape[0] = 16;
+  zp.value.device = cuda;
+  zp.grad = zp.value;
+  LocalComm comm;
+  dspp::ZeroSetup setup{};
+  setup.params = &zp;
+  setup.num_params = 1;
+  setup.flat_params = zp.value;
+  setup.flat_grads = zp.value;
+  setup.dp = &comm;
+  setup.groups = &group;
+  setup.num_groups = 1;
+  setup.device = cuda;
+  setup.average = 1;
+  setup.predivide_factor = 1.0;
+  setup.working_dtype = DSPP_BF16;
+  const dspp::Config cfg = test_config();
+  const char* paths[] = {DSPP_ZERO_STAGE1_PATH, DSPP_ZERO_STAGE2_PATH, DSPP_ZERO_STAGE3_PATH};
+  for (int n = 1; n <= 3; ++n) {
+    const std::string stage = "stage" + std::to_string(n);
+    INFO(stage);
+    const PluginLib lib(paths[n - 1]);
+    auto z =
+        lib.create<dspp::ZeroStage>("zero", stage.c_str(), host, cfg.view("zero_optimization"));
+    const std::string e = error_of([&] { check(z->init(&setup), "init"); });
+    CHECK(contains(e, "zero/" + stage +
+                          ": parameters on the GPU are not supported in this release (ZeRO stage 0 "
+                          "runs on the GPU); use --device cpu or zero_optimization.stage 0"));
+  }
+  host_with_device(nullptr);
+}
+
+}  // namespace zdev
