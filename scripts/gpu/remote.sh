@@ -106,7 +106,7 @@ if [[ " $STEPS " == *" memcheck "* && "$rc_build" != [1-9]* ]]; then
 fi
 
 if [[ " $STEPS " == *" train "* && "$rc_build" != [1-9]* ]]; then
-  # GPT-2 124M shapes (12 layers, 12 heads, 768 wide, T 1024), bf16, ZeRO 0, AdamW, micro batch
+  # GPT-2 124M shapes (12 layers, 12 heads, 768 wide, vocab 50304, T 1024), bf16, ZeRO 0, AdamW, micro batch
   # 16 (16k tokens per step). The token file: the bytes of this repository's sources as tokens of
   # GPT-2's padded vocabulary 50304 (real text, so the loss falls far below ln 50304 = 10.8), in
   # llm.c's format (256 int32 header words: magic 20240520, version 1, count; uint16 tokens).
@@ -127,7 +127,7 @@ print("tokens.bin: %d tokens" % len(data))
 PY
   GPT2="--device cuda --n-layer 12 --n-head 12 --n-embd 768 --context 1024 --set bf16.enabled=true"
   GPT2="$GPT2 --set train_micro_batch_size_per_gpu=16 --set optimizer.params.lr=6e-4 --print-every 10"
-  for run in "embedded:--steps ${DSPP_GPU_TRAIN_STEPS:-40}" \
+  for run in "embedded:--steps ${DSPP_GPU_TRAIN_STEPS:-40} --vocab-size 50304" \
              "tokens:--steps ${DSPP_GPU_TRAIN_STEPS:-40} --data $OUT/tokens.bin --vocab-size 50304"; do
     name="${run%%:*}"
     t0=$SECONDS

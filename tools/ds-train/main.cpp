@@ -94,6 +94,7 @@ struct Options {
   int64_t n_embd = 64;
   int64_t context = 64;
   int64_t vocab_size = 50257;
+  bool vocab_size_set = false;  // given on the command line
   int digits = 2;
   int64_t eval_every = 100;
   int64_t eval_batches = 16;
@@ -303,6 +304,17 @@ ModelInfo build_model(const Options& o, const TrainData& data) {
     }
     dspp::GPTConfig c;
     c.vocab_size = data.vocab_size;
+    // An explicit --vocab-size pads the embedded task's vocabulary (as GPT-2's 50257 is padded to
+    // 50304): the shapes of a real model on the built-in data. The extra ids never occur.
+    if (o.data.empty() && o.vocab_size_set) {
+      if (o.vocab_size < data.vocab_size) {
+        throw dspp::Error(dspp::Errc::kInvalidArgument,
+                          "--vocab-size " + std::to_string(o.vocab_size) +
+                              " is smaller than the embedded task's vocabulary " +
+                              std::to_string(data.vocab_size));
+      }
+      c.vocab_size = o.vocab_size;
+    }
     c.block_size = o.context;
     c.n_layer = o.n_layer;
     c.n_head = o.n_head;
@@ -713,7 +725,8 @@ int main(int argc, char** argv) {
       "eval-data", po::value(&o.eval_data)->value_name("PATH"),
       "held-out token files (default: the last 5% of --data's windows, not trained on)")(
       "vocab-size", po::value(&o.vocab_size)->value_name("N")->default_value(o.vocab_size),
-      "the GPT's vocabulary with --data (GPT-2's by default)")(
+      "the GPT's vocabulary with --data (GPT-2's by default); without --data, pads the embedded "
+      "task's vocabulary to N")(
       "digits", po::value(&o.digits)->value_name("D")->default_value(o.digits),
       "digits per operand of the addition task")(
       "mlp-task", po::value(&o.mlp_task)->default_value(o.mlp_task),
@@ -736,6 +749,7 @@ int main(int argc, char** argv) {
     if (vm.count("set")) o.sets = vm["set"].as<std::vector<std::string>>();
     if (vm.count("steps")) o.steps = vm["steps"].as<int64_t>();
     if (vm.count("warmup")) o.warmup = vm["warmup"].as<int64_t>();
+    o.vocab_size_set = !vm["vocab-size"].defaulted();
     if (vm.count("print-every")) o.print_every = vm["print-every"].as<int64_t>();
   } catch (const po::error& e) {
     std::cerr << "ds-train: " << e.what() << "\n(ds-train --help lists the options)\n";
