@@ -874,10 +874,10 @@ namespace {
 struct AttnCase {
   int64_t b, t, c, nh;
 };
-// Head sizes 4, 32, 24, 64, 128 (every kernel template); T below, at and across the 64-row
-// tiles; B = 1.
-const AttnCase kAttnCases[] = {{1, 1, 8, 2},    {2, 67, 96, 3},   {1, 130, 72, 3},
-                               {2, 64, 128, 2}, {1, 100, 256, 2}, {1, 200, 64, 1}};
+// Head sizes 4, 32, 24, 64, 128 (every kernel template; 64 and 128 take the tensor-core kernels
+// for bf16/f16); T below, at and across the 64-row tiles; B = 1; B * n_head = 1.
+const AttnCase kAttnCases[] = {{1, 1, 8, 2},     {2, 67, 96, 3},  {1, 130, 72, 3}, {2, 64, 128, 2},
+                               {1, 100, 256, 2}, {1, 200, 64, 1}, {1, 1, 64, 1},   {3, 17, 256, 2}};
 
 // float64 reference: y, lse and (with dy) dqkv.
 void attention_ref(const AttnCase& cs, const std::vector<double>& qkv,
@@ -990,6 +990,20 @@ TEST_CASE("device/cuda kernels: causal attention forward and backward",
       const double tb = dt == DSPP_F32 ? 5e-5 : 2 * t;
       expect_close("attention dqkv", dqkv.download(), rdqkv, {cs.b, cs.t, C3}, tb * max_abs(rdqkv),
                    dt == DSPP_F32 ? 1e-4 : 2 * t);
+      // Deterministic: the same bits from a second forward and backward, over outputs refilled.
+      const std::vector<unsigned char> y1 = y_.raw(), lse1 = lse_.raw(), d1 = dqkv.raw();
+      check(g.k->fill(y_.v(), 7, g.stream), "fill");
+      check(g.k->fill(lse_.v(), 7, g.stream), "fill");
+      check(g.k->fill(dqkv.v(), 7, g.stream), "fill");
+      check(g.k->attention_forward(dqkv_in.v(), static_cast<int32_t>(cs.nh), y_.v(), lse_.v(),
+                                   g.stream),
+            "attention_forward");
+      check(g.k->attention_backward(dqkv_in.v(), y_.v(), lse_.v(), dy_.v(),
+                                    static_cast<int32_t>(cs.nh), dqkv.v(), g.stream),
+            "attention_backward");
+      CHECK(y_.raw() == y1);
+      CHECK(lse_.raw() == lse1);
+      CHECK(dqkv.raw() == d1);
     }
   }
 }
@@ -998,55 +1012,60 @@ TEST_CASE("device/cuda kernels: attention is causal, bit for bit", "[gpu][kernel
   // Changing the keys, values and output gradients of the positions after t0 must leave every
   // output of the positions up to t0 unchanged to the last bit: y, lse and dq (dk and dv of
   // earlier positions do depend on later queries).
+  // Head size 24 (CUDA-core kernels for every dtype) and 64 (tensor cores for bf16/f16).
   Gpu g;
-  const AttnCase cs{2, 130, 72, 3};
-  const int64_t t0 = 70, C3 = 3 * cs.c;
-  for (int32_t dt : {DSPP_F32, DSPP_BF16}) {
-    INFO("attention causality, " << dtype_name(dt) << ", t0 " << t0);
-    auto qkv = round_all(dt, normal(cs.b * cs.t * C3, 0, 1, 800));
-    auto dy = round_all(dt, normal(cs.b * cs.t * cs.c, 0, 1, 801));
-    Buf dqkv_in(g, dt, {cs.b, cs.t, C3}), dy_(g, dt, {cs.b, cs.t, cs.c});
-    Buf y_(g, dt, {cs.b, cs.t, cs.c}), lse_(g, DSPP_F32, {cs.b, cs.nh, cs.t});
-    Buf dqkv(g, dt, {cs.b, cs.t, C3});
-    auto run = [&] {
-      dqkv_in.upload(qkv);
-      dy_.upload(dy);
-      check(g.k->attention_forward(dqkv_in.v(), 3, y_.v(), lse_.v(), g.stream),
-            "attention_forward");
-      check(g.k->attention_backward(dqkv_in.v(), y_.v(), lse_.v(), dy_.v(), 3, dqkv.v(), g.stream),
+  for (const AttnCase& cs : {AttnCase{2, 130, 72, 3}, AttnCase{2, 130, 128, 2}}) {
+    const int64_t t0 = 70, C3 = 3 * cs.c;
+    const int32_t nh = static_cast<int32_t>(cs.nh);
+    for (int32_t dt : {DSPP_F32, DSPP_BF16, DSPP_F16}) {
+      INFO("attention causality, " << dtype_name(dt) << ", head size " << cs.c / cs.nh << ", t0 "
+                                   << t0);
+      auto qkv = round_all(dt, normal(cs.b * cs.t * C3, 0, 1, 800));
+      auto dy = round_all(dt, normal(cs.b * cs.t * cs.c, 0, 1, 801));
+      Buf dqkv_in(g, dt, {cs.b, cs.t, C3}), dy_(g, dt, {cs.b, cs.t, cs.c});
+      Buf y_(g, dt, {cs.b, cs.t, cs.c}), lse_(g, DSPP_F32, {cs.b, cs.nh, cs.t});
+      Buf dqkv(g, dt, {cs.b, cs.t, C3});
+      auto run = [&] {
+        dqkv_in.upload(qkv);
+        dy_.upload(dy);
+        check(g.k->attention_forward(dqkv_in.v(), nh, y_.v(), lse_.v(), g.stream),
+              "attention_forward");
+        check(
+            g.k->attention_backward(dqkv_in.v(), y_.v(), lse_.v(), dy_.v(), nh, dqkv.v(), g.stream),
             "attention_backward");
-    };
-    run();
-    const auto y1 = y_.raw(), lse1 = lse_.raw(), d1 = dqkv.raw();
-    const auto noise = normal(qkv.size() + dy.size(), 0, 3, 802);
-    for (int64_t b = 0; b < cs.b; ++b) {
-      for (int64_t t = t0 + 1; t < cs.t; ++t) {
-        for (int64_t i = cs.c; i < C3; ++i) {  // k and v
-          const size_t j = static_cast<size_t>((b * cs.t + t) * C3 + i);
-          qkv[j] = round_to(dt, noise[j]);
-        }
-        for (int64_t i = 0; i < cs.c; ++i) {
-          const size_t j = static_cast<size_t>((b * cs.t + t) * cs.c + i);
-          dy[j] = round_to(dt, noise[qkv.size() + j]);
+      };
+      run();
+      const auto y1 = y_.raw(), lse1 = lse_.raw(), d1 = dqkv.raw();
+      const auto noise = normal(qkv.size() + dy.size(), 0, 3, 802);
+      for (int64_t b = 0; b < cs.b; ++b) {
+        for (int64_t t = t0 + 1; t < cs.t; ++t) {
+          for (int64_t i = cs.c; i < C3; ++i) {  // k and v
+            const size_t j = static_cast<size_t>((b * cs.t + t) * C3 + i);
+            qkv[j] = round_to(dt, noise[j]);
+          }
+          for (int64_t i = 0; i < cs.c; ++i) {
+            const size_t j = static_cast<size_t>((b * cs.t + t) * cs.c + i);
+            dy[j] = round_to(dt, noise[qkv.size() + j]);
+          }
         }
       }
-    }
-    run();
-    const auto y2 = y_.raw(), lse2 = lse_.raw(), d2 = dqkv.raw();
-    const int64_t es = static_cast<int64_t>(dtype_size(dt));
-    CHECK(rows_equal(y1, y2, cs.b, cs.t, cs.c * es, t0));
-    CHECK(rows_equal(lse1, lse2, cs.b * cs.nh, cs.t, 4, t0));
-    // dq: the first C columns of each dqkv row.
-    bool dq_same = true;
-    for (int64_t b = 0; b < cs.b; ++b) {
-      for (int64_t t = 0; t <= t0; ++t) {
-        const size_t off = static_cast<size_t>(((b * cs.t + t) * C3) * es);
-        dq_same = dq_same && std::memcmp(d1.data() + off, d2.data() + off, cs.c * es) == 0;
+      run();
+      const auto y2 = y_.raw(), lse2 = lse_.raw(), d2 = dqkv.raw();
+      const int64_t es = static_cast<int64_t>(dtype_size(dt));
+      CHECK(rows_equal(y1, y2, cs.b, cs.t, cs.c * es, t0));
+      CHECK(rows_equal(lse1, lse2, cs.b * cs.nh, cs.t, 4, t0));
+      // dq: the first C columns of each dqkv row.
+      bool dq_same = true;
+      for (int64_t b = 0; b < cs.b; ++b) {
+        for (int64_t t = 0; t <= t0; ++t) {
+          const size_t off = static_cast<size_t>(((b * cs.t + t) * C3) * es);
+          dq_same = dq_same && std::memcmp(d1.data() + off, d2.data() + off, cs.c * es) == 0;
+        }
       }
+      CHECK(dq_same);
+      // And the later rows did change (the perturbation reached the kernels).
+      CHECK_FALSE(rows_equal(y1, y2, cs.b, cs.t, cs.c * es, cs.t - 1));
     }
-    CHECK(dq_same);
-    // And the later rows did change (the perturbation reached the kernels).
-    CHECK_FALSE(rows_equal(y1, y2, cs.b, cs.t, cs.c * es, cs.t - 1));
   }
 }
 
