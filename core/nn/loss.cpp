@@ -92,11 +92,15 @@ float CrossEntropyLoss::forward_loss_gpu(const Tensor& logits, const Tensor& tar
   count_ = count_targets(targets.to(cpu_device()), logits.size(-1));
   Tensor td = targets.to(logits.device());
   Tensor mean = Tensor::empty({1}, DSPP_F32, logits.device());
-  const dspp_tensor_view vl = logits.view(), vt = td.view(), vm = mean.view();
+  // The gradient comes out of the same pass over the logits (for scale 1; backward_loss scales
+  // it when asked for another), so the logits are read once per micro-step, not twice.
+  Tensor d = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
+  const dspp_tensor_view vl = logits.view(), vt = td.view(), vm = mean.view(), vd = d.view();
   nn::gpu::run(who,
                nn::gpu::kernels(who).cross_entropy(&vl, &vt, ignore_index_, 1.0f, nullptr, &vm,
-                                                   nullptr, nullptr),
+                                                   &vd, nullptr),
                "cross_entropy");
+  dlogits_ = d;
   logits_ = logits;
   targets_ = td;
   float loss = 0.0f;
@@ -107,12 +111,24 @@ float CrossEntropyLoss::forward_loss_gpu(const Tensor& logits, const Tensor& tar
 Tensor CrossEntropyLoss::backward_loss(float scale) {
   if (!logits_.defined()) fail("CrossEntropyLoss", "backward_loss called before forward_loss");
   if (nn::gpu::on_gpu(logits_)) {
-    Tensor d = Tensor::empty(logits_.shape(), logits_.dtype(), logits_.device());
-    const dspp_tensor_view vl = logits_.view(), vt = targets_.view(), vd = d.view();
-    nn::gpu::run("CrossEntropyLoss",
-                 nn::gpu::kernels("CrossEntropyLoss")
-                     .cross_entropy(&vl, &vt, ignore_index_, scale, nullptr, nullptr, &vd, nullptr),
-                 "cross_entropy");
+    Tensor d = dlogits_;
+    dlogits_ = Tensor();  // one backward per forward; frees it after the model's backward
+    if (!d.defined()) fail("CrossEntropyLoss", "backward_loss called twice for one forward_loss");
+    if (scale == 1.0f) return d;
+    const dspp_tensor_view vd = d.view();
+    DeviceKernels& k = nn::gpu::kernels("CrossEntropyLoss");
+    if (d.dtype() == DSPP_F16) {
+      // fp16: the unit gradient (~1/(rows V)) underflows, which is what the loss scale is for:
+      // compute it scaled, in a second pass.
+      const dspp_tensor_view vl = logits_.view(), vt = targets_.view();
+      nn::gpu::run("CrossEntropyLoss",
+                   k.cross_entropy(&vl, &vt, ignore_index_, scale, nullptr, nullptr, &vd, nullptr),
+                   "cross_entropy");
+    } else {
+      // f32/bf16 have the range: scaling the unit gradient rounds once more than computing it
+      // scaled, a difference of one rounding (GA > 1).
+      nn::gpu::run("CrossEntropyLoss", k.scale(&vd, scale, &vd, nullptr), "scale");
+    }
     return d;
   }
   const int64_t V = logits_.size(-1);

@@ -183,7 +183,8 @@ class CrossEntropyLoss {
   int64_t ignore_index_;
   Tensor logits_;
   Tensor targets_;
-  Tensor lse_;  // log-sum-exp per row
+  Tensor lse_;      // log-sum-exp per row
+  Tensor dlogits_;  // GPU: d(loss)/d(logits) for scale 1, computed with the loss in one pass
   int64_t count_ = 0;
 };
 
