@@ -12,7 +12,9 @@ endforeach()
 add_test(NAME ds_train:dsrun
          COMMAND bash "${CMAKE_CURRENT_SOURCE_DIR}/ds_train_test.sh" dsrun $<TARGET_FILE:ds-train>
                  "${CMAKE_CURRENT_BINARY_DIR}/ds_train_dsrun" $<TARGET_FILE:dsrun>)
-set_tests_properties(ds_train:dsrun PROPERTIES TIMEOUT 120 ENVIRONMENT "OMP_WAIT_POLICY=passive")
+# Two CPU ranks (a one-GPU machine has no GPU for rank 1).
+set_tests_properties(ds_train:dsrun PROPERTIES TIMEOUT 120
+                     ENVIRONMENT "OMP_WAIT_POLICY=passive;DSPP_DEVICE=cpu")
 
 # Data parallelism: ds-train as 1, 2 and 4 real processes (Gloo on loopback) gives the same run.
 dspp_add_test(test_dist_train SOURCES test_dist_train.cpp)

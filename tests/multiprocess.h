@@ -84,6 +84,9 @@ inline std::vector<RankResult> run(const Launch& l) {
   if (!env.count("MASTER_ADDR")) env["MASTER_ADDR"] = "127.0.0.1";
   if (!env.count("MASTER_PORT")) env["MASTER_PORT"] = std::to_string(free_port());
   env["WORLD_SIZE"] = std::to_string(l.world);
+  // These are tests of the CPU path (Gloo, more ranks than a machine has GPUs): ds-train would
+  // otherwise take the GPU LOCAL_RANK names when the machine has one (--device auto).
+  if (!env.count("DSPP_DEVICE")) env["DSPP_DEVICE"] = "cpu";
 
   const auto t0 = Clock::now();
   std::vector<RankResult> results(ranks.size());

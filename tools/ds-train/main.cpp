@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -86,7 +87,10 @@ struct Options {
   int64_t save_every = 0;
   std::string resume;
   uint64_t seed = 1;
-  std::string device = "auto";
+  // --device's default: DSPP_DEVICE (dsrun forwards it to every rank) or auto.
+  std::string device = std::getenv("DSPP_DEVICE") && *std::getenv("DSPP_DEVICE")
+                           ? std::getenv("DSPP_DEVICE")
+                           : "auto";
   std::string model = "gpt";
   std::string mlp_task = "classification";
   int64_t n_layer = 1;
@@ -679,7 +683,7 @@ int main(int argc, char** argv) {
       "print-config", "print the built-in default config and exit")(
       "device", po::value(&o.device)->value_name("D")->default_value(o.device),
       "auto (the GPU LOCAL_RANK names when the device/cuda plugin sees one, else the CPU), cpu, "
-      "cuda or cuda:N")(
+      "cuda or cuda:N (default: $DSPP_DEVICE when set, else auto)")(
       "set", po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
       "override a config key: KEY=VALUE, e.g. --set optimizer.params.lr=1e-3 (repeatable; VALUE "
       "is JSON, or else a string)")("steps", po::value<int64_t>()->value_name("N"),
