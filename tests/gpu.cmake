@@ -51,6 +51,16 @@ foreach(t dspp_optimizer_adam dspp_optimizer_sgd dspp_optimizer_lion dspp_optimi
   target_compile_definitions(test_gpu_zero_stage0 PRIVATE "${var}_PATH=\"$<TARGET_FILE:${t}>\"")
 endforeach()
 
+# ZeRO stages 1 and 2 on the GPU at world 1: the same scenario, and bit-equal to stage 0.
+dspp_add_gpu_test(test_gpu_zero_stages SOURCES test_gpu_zero_stages.cpp LIBS ${CMAKE_DL_LIBS})
+foreach(t dspp_optimizer_adam dspp_optimizer_sgd dspp_optimizer_lion dspp_optimizer_lamb
+          dspp_optimizer_adagrad dspp_optimizer_muon dspp_zero_stage0 dspp_zero_stage1
+          dspp_zero_stage2 dspp_zero_stage3)
+  add_dependencies(test_gpu_zero_stages ${t})
+  string(TOUPPER "${t}" var)
+  target_compile_definitions(test_gpu_zero_stages PRIVATE "${var}_PATH=\"$<TARGET_FILE:${t}>\"")
+endforeach()
+
 # Training on the GPU vs the same training on the CPU: layers' gradients, and ds-train runs.
 dspp_add_gpu_test(test_gpu_train SOURCES test_gpu_train.cpp)
 add_dependencies(test_gpu_train ds-train dspp_zero_stage0 dspp_optimizer_adam

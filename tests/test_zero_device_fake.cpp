@@ -1,10 +1,11 @@
-// The GPU path of ZeRO stage 0 and of the optimizers, run on every machine: a fake dspp::Device
-// whose "device memory" is host memory and whose DeviceKernels (version 2: fill, scale, cast,
+// The GPU path of ZeRO stages 0-2 and of the optimizers, run on every machine: a fake dspp::Device
+// whose "device memory" is host memory and whose DeviceKernels (version 2: add, fill, scale, cast,
 // sum_squares, adam_step; the layer kernels answer not supported) compute on the CPU by the
 // formulas of <dspp/kinds/device.h>. It checks what the real device checks (views of its own live
 // memory, CUDA device type, shapes and dtypes) and counts its blocks, so the plumbing (which
 // buffer goes where, the order of the operations, frees) is tested here; the arithmetic of the
-// real kernels is test_gpu_zero_stage0's, with the same scenario (zero_device_scenario.h).
+// real kernels is test_gpu_zero_stage0's and test_gpu_zero_stages's, with the same scenario
+// (zero_device_scenario.h).
 // Also: what fails without a host device or with kernels older than version 2.
 #include <dspp/error.h>
 #include <dspp/kinds/device.h>
@@ -87,11 +88,8 @@ class FakeKernels final : public dspp::DeviceKernels {
                                  const dspp_tensor_view*, void*) noexcept override {
     return none("attention_backward");
   }
-  dspp_status add(const dspp_tensor_view*, const dspp_tensor_view*, const dspp_tensor_view*,
-                  void*) noexcept override {
-    return none("add");
-  }
-
+  dspp_status add(const dspp_tensor_view* a, const dspp_tensor_view* b, const dspp_tensor_view* out,
+                  void* stream) noexcept override;
   dspp_status scale(const dspp_tensor_view* x, float alpha, const dspp_tensor_view* out,
                     void* stream) noexcept override;
   dspp_status fill(const dspp_tensor_view* out, double value, void* stream) noexcept override;
@@ -275,6 +273,20 @@ dspp_status FakeKernels::scale(const dspp_tensor_view* x, float alpha, const dsp
   return DSPP_OK;
 }
 
+dspp_status FakeKernels::add(const dspp_tensor_view* a, const dspp_tensor_view* b,
+                             const dspp_tensor_view* out, void* stream) noexcept {
+  std::string why;
+  if (!ok(a, "a", stream, &why) || !ok(b, "b", stream, &why) || !ok(out, "out", stream, &why))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "add: " + why);
+  const int64_t n = zdev::numel(*a);
+  if (b->dtype != a->dtype || out->dtype != a->dtype || zdev::numel(*b) != n ||
+      zdev::numel(*out) != n)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "add: a, b and out must be of one dtype and size");
+  ++calls;
+  for (int64_t i = 0; i < n; ++i) store(*out, i, load(*a, i) + load(*b, i));
+  return DSPP_OK;
+}
+
 dspp_status FakeKernels::fill(const dspp_tensor_view* out, double value, void* stream) noexcept {
   std::string why;
   if (!ok(out, "out", stream, &why, DSPP_I32))
@@ -375,8 +387,35 @@ TEST_CASE("zero/stage0 + adamw on a fake device: f16 storage", "[zero][device]")
   CHECK(dev.live_blocks() == 0);
 }
 
+TEST_CASE("zero/stage1 + adamw on a fake device: fp32, bf16 and f16 storage", "[zero][device]") {
+  for (const int32_t dtype : {DSPP_F32, DSPP_BF16, DSPP_F16}) {
+    FakeDevice dev;
+    (void)zdev::zero_adamw(dev, dtype, 1);
+    CHECK(dev.fake_kernels().calls > 0);
+    CHECK(dev.live_blocks() == 0);
+  }
+}
+
+TEST_CASE("zero/stage2 + adamw on a fake device: fp32, bf16 and f16 storage", "[zero][device]") {
+  for (const int32_t dtype : {DSPP_F32, DSPP_BF16, DSPP_F16}) {
+    FakeDevice dev;
+    (void)zdev::zero_adamw(dev, dtype, 2);
+    CHECK(dev.fake_kernels().calls > 0);
+    CHECK(dev.live_blocks() == 0);
+  }
+}
+
+TEST_CASE("zero stages 1 and 2 equal stage 0 bit for bit at world 1 on a fake device",
+          "[zero][device]") {
+  for (const int32_t dtype : {DSPP_F32, DSPP_BF16, DSPP_F16}) {
+    FakeDevice dev;
+    zdev::stages_agree(dev, dtype);
+    CHECK(dev.live_blocks() == 0);
+  }
+}
+
 TEST_CASE(
-    "device refusals on a fake device: optimizers without kernels and amsgrad and zero stages 1-3",
+    "device refusals on a fake device: optimizers without kernels and amsgrad and zero stage 3",
     "[zero][device]") {
   FakeDevice dev;
   zdev::device_refusals(dev);
@@ -441,6 +480,35 @@ TEST_CASE("buffers on the GPU without a host device or with kernels older than v
     CHECK(contains(e,
                    "zero/stage0: on the GPU flat_params must be stored in the working dtype "
                    "bf16 and flat_grads in f32, got f32 and f32"));
+
+    // Stages 1 and 2 check the same before touching anything (stage 2 has no flat_grads).
+    const zdev::PluginLib stage1(DSPP_ZERO_STAGE1_PATH);
+    const zdev::PluginLib stage2(DSPP_ZERO_STAGE2_PATH);
+    for (int n = 1; n <= 2; ++n) {
+      const std::string name = "stage" + std::to_string(n);
+      INFO(name);
+      const zdev::PluginLib& lib = n == 1 ? stage1 : stage2;
+      dspp::ZeroSetup s = setup;
+      if (n == 2) s.flat_grads = dspp_tensor_view{};
+      s.working_dtype = DSPP_F32;
+      auto old_kernels =
+          lib.create<dspp::ZeroStage>("zero", name.c_str(), host, cfg.view("zero_optimization"));
+      e = error_of([&] { zdev::check(old_kernels->init(&s), "init"); });
+      CHECK(contains(e, "zero/" + name + ": the host's device plugin has kernels of version 1"));
+      auto no_device = lib.create<dspp::ZeroStage>("zero", name.c_str(), dspp::host_api(),
+                                                   cfg.view("zero_optimization"));
+      e = error_of([&] { zdev::check(no_device->init(&s), "init"); });
+      CHECK(contains(e, "zero/" + name +
+                            ": the flat buffers are on cuda:0 but the host gives no compute "
+                            "device"));
+      s.working_dtype = DSPP_BF16;
+      e = error_of([&] { zdev::check(no_device->init(&s), "init"); });
+      CHECK(contains(e, "zero/" + name +
+                            (n == 1 ? ": on the GPU flat_params must be stored in the working "
+                                      "dtype bf16 and flat_grads in f32, got f32 and f32"
+                                    : ": on the GPU flat_params must be stored in the working "
+                                      "dtype bf16, got f32")));
+    }
   }
   zdev::host_with_device(nullptr);
   CHECK(old.live_blocks() == 0);

@@ -1,18 +1,21 @@
-// ZeRO stage 0 and AdamW on device memory (the engine's flat buffers on a GPU), shared by
-// test_gpu_zero_stage0.cpp (device/cuda on a real GPU) and test_zero_device_fake.cpp (a fake
-// device in host memory, so the plumbing runs on every machine). Both give a dspp::Device; the
-// checks are the same.
+// ZeRO stages 0, 1 and 2 and AdamW on device memory (the engine's flat buffers on a GPU), shared
+// by test_gpu_zero_stage0.cpp and test_gpu_zero_stages.cpp (device/cuda on a real GPU) and
+// test_zero_device_fake.cpp (a fake device in host memory, so the plumbing runs on every
+// machine). Both give a dspp::Device; the checks are the same.
 //
 // The plugins are created through their descriptors with a copy of dspp::host_api() whose
 // `device` callback returns that Device (PluginLib below: a test-only loader, the registry's
 // create() always passes the process's own host services). The data-parallel group is a world of
-// one (LocalComm), which stage 0 never calls: every collective of it fails.
+// one (LocalComm), which no stage calls: every collective of it fails.
 //
 // Layout (64 elements, as the engine pads the flat buffers): mlp.weight [5, 7] at 0 (group 0,
 // decayed), mlp.bias [13] at 35 (group 0, DSPP_PARAM_NO_DECAY), embed.frozen [3, 3] at 48 (group
 // -1: not trained), zero padding from 57. AdamW (lr from the step's lrs, betas 0.9/0.999, eps
 // 1e-8, weight decay 0.1) steps 4 times with a different lr and gradient scale each step; the
-// reference is the same update in float64 from the same (rounded) gradients.
+// reference is the same update in float64 from the same (rounded) gradients. Stages 1 and 2 run
+// at world 1 too (one partition: the whole buffer); stage 2 gets its gradients through the
+// engine's backward protocol (backward_stage2: several buckets, one grown, a tied parameter) and
+// also accumulates two micro-batches; at world 1 stages 0-2 end bit-equal (stages_agree).
 //
 // Bounds:
 //  - squared norm: relative 1e-12 (the squares of f32 values are exact in f64; the kernel sums
@@ -277,7 +280,7 @@ class LocalComm final : public dspp::Communicator {
   static dspp_status refuse() noexcept {
     const dspp_host_api* h = dspp::host_api();
     return h->set_error(h->self, DSPP_ERR_RUNTIME,
-                        "LocalComm: a world of one has no peers; stage 0 must not communicate");
+                        "LocalComm: a world of one has no peers; a stage must not communicate");
   }
 };
 
@@ -383,14 +386,71 @@ inline void expect_bits(const std::string& what, const std::vector<float>& got,
 
 // ---- the scenario ---------------------------------------------------------------------------
 
-// AdamW through ZeRO stage 0 on `dev`'s memory with the working copy in `dtype` (f32, bf16, f16).
-inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
-  INFO("working dtype " << dtype_name(dtype));
+// What a run leaves after its 4 steps (downloaded): the f32 values the optimizer stepped (the
+// master, or the working copy in fp32 training), the working copy, and the two moments. Stages 0-2
+// at world 1 do the same arithmetic in the same order, so their outcomes are bit-equal.
+struct Outcome {
+  std::vector<float> master, working, exp_avg, exp_avg_sq;
+};
+
+// Stage 2 owns gradient memory: one backward of the gradient `g` (the whole flat layout) through
+// the engine's protocol. begin_backward, then the modules in backward order (the reverse of the
+// flat order): embed.frozen, mlp.bias, then mlp.weight together with mlp.bias again (`tied`:
+// mlp.bias is DSPP_PARAM_SHARED, read by two modules, as a tied embedding is), each with
+// before_backward (the stage hands out zeroed f32 device views; the test writes the module's
+// gradient there, as the layers would), after_backward, and end_backward. With reduce_bucket_size
+// 20 the 9 elements of embed.frozen fill part of a bucket, mlp.weight's 35 do not fit in what is
+// left (that bucket is reduced while the other one grows to hold them), and mlp.bias lives in the
+// tied slots reduced at the end.
+inline void backward_stage2(dspp::Device& dev, dspp::ZeroStage& stage,
+                            const std::vector<dspp::ZeroParam>& zp, const std::vector<float>& g) {
+  check(stage.begin_backward(), "begin_backward");
+  const std::vector<std::vector<int32_t>> modules = {{2}, {1}, {0, 1}};
+  std::vector<bool> written(zp.size(), false);
+  for (const std::vector<int32_t>& idx : modules) {
+    const int32_t n = static_cast<int32_t>(idx.size());
+    std::vector<dspp_tensor_view> values(idx.size()), views(idx.size());
+    check(stage.before_backward(idx.data(), n, values.data(), views.data()), "before_backward");
+    for (size_t i = 0; i < idx.size(); ++i) {
+      const dspp::ZeroParam& p = zp[static_cast<size_t>(idx[i])];
+      INFO("gradient view of " << p.name);
+      REQUIRE(views[i].device.type == DSPP_DEVICE_CUDA);
+      REQUIRE(views[i].dtype == DSPP_F32);
+      REQUIRE(numel(views[i]) == p.numel);
+      const std::vector<float> mine(g.begin() + p.offset_in_flat,
+                                    g.begin() + p.offset_in_flat + p.numel);
+      if (written[static_cast<size_t>(idx[i])]) {
+        // A tied parameter's second module: the same slot, still holding what the first wrote
+        // (the layers accumulate into it).
+        expect_bits("a tied gradient across modules", download(dev, views[i]), mine, 0, p.numel);
+        continue;
+      }
+      expect_bits("a gradient view as handed out", download(dev, views[i]),
+                  std::vector<float>(static_cast<size_t>(p.numel), 0.f), 0, p.numel);
+      upload(dev, views[i], mine);
+      written[static_cast<size_t>(idx[i])] = true;
+    }
+    check(stage.after_backward(idx.data(), n), "after_backward");
+  }
+  check(stage.end_backward(), "end_backward");
+}
+
+// AdamW through ZeRO stage `stage` (0, 1 or 2) at world 1 on `dev`'s memory with the working copy
+// in `dtype` (f32, bf16, f16). Stages 1 and 2 partition over one rank: the partition is the whole
+// flat buffer. Stage 2's gradients go through backward_stage2 (its own device memory); stages 0
+// and 1 read the engine's flat_grads, written by the test.
+inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no) {
+  INFO("zero stage " << stage_no << ", working dtype " << dtype_name(dtype));
   const bool mixed = dtype != DSPP_F32;
+  const bool owns_grads = stage_no == 2;
   const dspp_host_api* host = host_with_device(&dev);
   const dspp::Config cfg = test_config();
   const PluginLib adam_lib(DSPP_OPTIMIZER_ADAM_PATH);
-  const PluginLib zero_lib(DSPP_ZERO_STAGE0_PATH);
+  const char* paths[] = {DSPP_ZERO_STAGE0_PATH, DSPP_ZERO_STAGE1_PATH, DSPP_ZERO_STAGE2_PATH};
+  REQUIRE((stage_no >= 0 && stage_no <= 2));
+  const PluginLib zero_lib(paths[stage_no]);
+  const std::string stage_name = "stage" + std::to_string(stage_no);
+  Outcome out;
 
   DeviceTensor params(dev, dtype, kFlat);
   DeviceTensor grads(dev, DSPP_F32, kFlat);
@@ -404,20 +464,35 @@ inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
   {  // the optimizer and the stage die before the buffers
     auto opt =
         adam_lib.create<dspp::Optimizer>("optimizer", "adamw", host, cfg.view("optimizer.params"));
-    auto stage =
-        zero_lib.create<dspp::ZeroStage>("zero", "stage0", host, cfg.view("zero_optimization"));
-    const std::vector<dspp::ZeroParam> zp = layout(params, grads);
+    auto stage = zero_lib.create<dspp::ZeroStage>("zero", stage_name.c_str(), host,
+                                                  cfg.view("zero_optimization"));
+    std::vector<dspp::ZeroParam> zp = layout(params, grads);
+    if (owns_grads) {
+      // As the engine describes them to a stage that manages gradients: no gradient views; the
+      // bias is tied (read by two modules).
+      for (dspp::ZeroParam& p : zp) p.grad = dspp_tensor_view{};
+      zp[1].flags |= DSPP_PARAM_SHARED;
+    }
     const dspp::ParamGroupSetup group{std::numeric_limits<double>::quiet_NaN(),
                                       std::numeric_limits<double>::quiet_NaN(), nullptr};
     LocalComm comm;
     const dspp_device cuda{DSPP_DEVICE_CUDA, 0};
     const dspp::ZeroSetup setup{zp.data(),     static_cast<int32_t>(zp.size()),
-                                params.view(), grads.view(),
+                                params.view(), owns_grads ? dspp_tensor_view{} : grads.view(),
                                 &comm,         opt.get(),
                                 &group,        1,
                                 cuda,          1,
                                 1.0,           dtype};
-    check(stage->init(&setup), "stage0 init");
+    check(stage->init(&setup), stage_name + " init");
+    CHECK(stage->capabilities() == (owns_grads ? DSPP_ZERO_MANAGES_GRADS : 0u));
+    // Puts one micro-batch's gradient where the stage reads it.
+    auto backward = [&](const std::vector<float>& g) {
+      if (owns_grads) {
+        backward_stage2(dev, *stage, zp, g);
+      } else {
+        grads.put(g);
+      }
+    };
 
     // The optimizer's states live on the device, zero-initialised.
     REQUIRE(opt->num_states() == 2);
@@ -436,18 +511,21 @@ inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
     check(stage->shard(&shard), "shard");
     CHECK(shard.begin == 0);
     CHECK(shard.end == kFlat);
+    CHECK(shard.optimizer_begin == 0);
     CHECK(shard.values.device.type == DSPP_DEVICE_CUDA);
     CHECK(shard.values.dtype == DSPP_F32);
     CHECK(numel(shard.values) == kFlat);
     if (!mixed) CHECK(shard.values.data == params.view().data);  // fp32: the values are the master
     expect_bits("master at init", download(dev, shard.values), p0, 0, kFlat);
+    expect_bits("working copy at init", params.get(), p0, 0, kFlat);
 
     dspp::MemoryBreakdown mem{};
     check(stage->memory(&mem), "memory");
     CHECK(mem.param_bytes == kFlat * static_cast<int64_t>(dtype_bytes(dtype)));
-    CHECK(mem.grad_bytes == kFlat * 4);
+    CHECK(mem.grad_bytes == kFlat * 4);  // stage 2: its partition's accumulator, the whole here
     CHECK(mem.master_bytes == (mixed ? kFlat * 4 : 0));
     CHECK(mem.optimizer_state_bytes == 2 * kFlat * 4);
+    if (owns_grads) CHECK(mem.buffer_bytes >= (2 * 20 + 13) * 4);  // two buckets, the tied slots
 
     // The float64 reference.
     std::vector<double> master(p0.begin(), p0.end()), m(kFlat, 0.0), v(kFlat, 0.0);
@@ -457,13 +535,15 @@ inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
       INFO("step " << t);
       std::vector<float> g(kFlat, 0.f);
       for (int64_t i = 0; i < kFrozenEnd; ++i) g[i] = u2(rng);
-      grads.put(g);
+      backward(g);
       double sq = -1.0;
       int32_t overflow = -1;
       check(stage->reduce_gradients(&sq, &overflow), "reduce_gradients");
       std::vector<float> rg(kFlat);
       for (int64_t i = 0; i < kFlat; ++i) rg[i] = round_to(dtype, g[i]);
-      expect_bits("the local gradient rounded to the working dtype", grads.get(), rg, 0, kFlat);
+      if (!owns_grads) {
+        expect_bits("the local gradient rounded to the working dtype", grads.get(), rg, 0, kFlat);
+      }
       double sq_ref = 0.0;
       for (int64_t i = 0; i < kTrainedEnd; ++i) sq_ref += static_cast<double>(rg[i]) * rg[i];
       CHECK(overflow == 0);
@@ -476,10 +556,14 @@ inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
       check(stage->step(&a, scales[t - 1]), "step");
       std::vector<float> sg = rg;  // trained ranges scaled in f32, the rest as it was
       for (int64_t i = 0; i < kTrainedEnd; ++i) sg[i] = rg[i] * c;
-      expect_bits("the gradient scaled by grad_scale", grads.get(), sg, 0, kFlat);
+      if (!owns_grads) {
+        expect_bits("the gradient scaled by grad_scale", grads.get(), sg, 0, kFlat);
+      }
       check(stage->zero_grad(), "zero_grad");
-      expect_bits("the gradient after zero_grad", grads.get(), std::vector<float>(kFlat, 0.f), 0,
-                  kFlat);
+      if (!owns_grads) {
+        expect_bits("the gradient after zero_grad", grads.get(), std::vector<float>(kFlat, 0.f), 0,
+                    kFlat);
+      }
 
       const double lr = lrs[t - 1], b1 = 0.9, b2 = 0.999, eps = 1e-8;
       const double bc1 = 1.0 - std::pow(b1, static_cast<double>(t));
@@ -509,6 +593,39 @@ inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
       expect_bits("working copy = the master rounded", w, want, 0, kFlat);
       const double half_ulp = dtype == DSPP_BF16 ? 0x1p-8 : dtype == DSPP_F16 ? 0x1p-11 : 0.0;
       expect_close("working copy", w, master, 0, kTrainedEnd, 1e-6 + 6e-8, 2e-6 + half_ulp);
+      if (t == 4) out = Outcome{got, w, gm, gv};
+    }
+
+    if (owns_grads) {
+      // Gradient accumulation: two micro-batches' backwards add up in the partition's
+      // accumulator (each rounded to the working dtype first, the sum in f32), until zero_grad.
+      std::vector<float> ga(kFlat, 0.f), gb(kFlat, 0.f);
+      for (int64_t i = 0; i < kFrozenEnd; ++i) ga[i] = u2(rng);
+      for (int64_t i = 0; i < kFrozenEnd; ++i) gb[i] = u2(rng);
+      backward(ga);
+      backward(gb);
+      double sq = -1.0;
+      int32_t overflow = -1;
+      check(stage->reduce_gradients(&sq, &overflow), "reduce_gradients");
+      double sq_ref = 0.0;
+      for (int64_t i = 0; i < kTrainedEnd; ++i) {
+        const float sf = round_to(dtype, ga[i]) + round_to(dtype, gb[i]);  // the f32 sum
+        sq_ref += static_cast<double>(sf) * sf;
+      }
+      CHECK(overflow == 0);
+      CHECK(std::fabs(sq - sq_ref) <= 1e-12 * sq_ref);
+      check(stage->zero_grad(), "zero_grad");
+      std::vector<float> g(kFlat, 0.f);
+      for (int64_t i = 0; i < kFrozenEnd; ++i) g[i] = u2(rng);
+      backward(g);
+      check(stage->reduce_gradients(&sq, &overflow), "reduce_gradients");
+      sq_ref = 0.0;
+      for (int64_t i = 0; i < kTrainedEnd; ++i) {
+        const double r = round_to(dtype, g[i]);
+        sq_ref += r * r;
+      }
+      CHECK(std::fabs(sq - sq_ref) <= 1e-12 * sq_ref);  // zero_grad emptied the accumulator
+      check(stage->zero_grad(), "zero_grad");
     }
 
     // Overflow: a non-finite gradient in a trained segment (on the local gradient, before
@@ -531,7 +648,7 @@ inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
       std::vector<float> g(kFlat, 0.f);
       for (int64_t i = 0; i < kFrozenEnd; ++i) g[i] = u2(rng);
       g[k.at] = k.value;
-      grads.put(g);
+      backward(g);
       double sq = -1.0;
       int32_t overflow = -1;
       check(stage->reduce_gradients(&sq, &overflow), "reduce_gradients");
@@ -546,8 +663,10 @@ inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
         CHECK(std::fabs(sq - sq_ref) <= 1e-12 * sq_ref);
       }
       check(stage->zero_grad(), "zero_grad");  // the engine skips the step and zeroes
-      expect_bits("the gradient after zero_grad", grads.get(), std::vector<float>(kFlat, 0.f), 0,
-                  kFlat);
+      if (!owns_grads) {
+        expect_bits("the gradient after zero_grad", grads.get(), std::vector<float>(kFlat, 0.f), 0,
+                    kFlat);
+      }
     }
     expect_bits("master after skipped steps", download(dev, shard.values), before, 0, kFlat);
 
@@ -591,10 +710,31 @@ inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
     }
   }
   host_with_device(nullptr);
+  return out;
+}
+
+// AdamW through ZeRO stage 0 (the first GPU path's scenario).
+inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
+  (void)zero_adamw(dev, dtype, 0);
+}
+
+// Stages 1 and 2 against stage 0 at world 1: the same arithmetic in the same order, so the same
+// bits (master, working copy, moments after 4 steps), besides each run's own reference checks.
+inline void stages_agree(dspp::Device& dev, int32_t dtype) {
+  const Outcome s0 = zero_adamw(dev, dtype, 0);
+  for (int n = 1; n <= 2; ++n) {
+    INFO("stage " << n << " vs stage 0, " << dtype_name(dtype));
+    const Outcome s = zero_adamw(dev, dtype, n);
+    REQUIRE(s.master.size() == static_cast<size_t>(kFlat));
+    expect_bits("master", s.master, s0.master, 0, kFlat);
+    expect_bits("working copy", s.working, s0.working, 0, kFlat);
+    expect_bits("exp_avg", s.exp_avg, s0.exp_avg, 0, kFlat);
+    expect_bits("exp_avg_sq", s.exp_avg_sq, s0.exp_avg_sq, 0, kFlat);
+  }
 }
 
 // What refuses the GPU, with `dev` as the host's device: optimizers without a device kernel
-// (before allocating anything), AdamW's AMSGrad, and ZeRO stages 1-3.
+// (before allocating anything), AdamW's AMSGrad, and ZeRO stage 3.
 inline void device_refusals(dspp::Device& dev) {
   const dspp_host_api* host = host_with_device(&dev);
   const dspp_device cuda{DSPP_DEVICE_CUDA, 0};
@@ -639,7 +779,7 @@ inline void device_refusals(dspp::Device& dev) {
     CHECK(opt->num_states() == 0);
   }
 
-  // Stages 1-3 refuse before touching memory: the views point nowhere.
+  // Stage 3 refuses before touching memory: the views point nowhere.
   dspp::ZeroParam zp{};
   zp.name = "w";
   zp.ndim = 1;
@@ -665,17 +805,13 @@ inline void device_refusals(dspp::Device& dev) {
   setup.predivide_factor = 1.0;
   setup.working_dtype = DSPP_BF16;
   const dspp::Config cfg = test_config();
-  const char* paths[] = {DSPP_ZERO_STAGE1_PATH, DSPP_ZERO_STAGE2_PATH, DSPP_ZERO_STAGE3_PATH};
-  for (int n = 1; n <= 3; ++n) {
-    const std::string stage = "stage" + std::to_string(n);
-    INFO(stage);
-    const PluginLib lib(paths[n - 1]);
-    auto z =
-        lib.create<dspp::ZeroStage>("zero", stage.c_str(), host, cfg.view("zero_optimization"));
+  {
+    const PluginLib lib(DSPP_ZERO_STAGE3_PATH);
+    auto z = lib.create<dspp::ZeroStage>("zero", "stage3", host, cfg.view("zero_optimization"));
     const std::string e = error_of([&] { check(z->init(&setup), "init"); });
-    CHECK(contains(e, "zero/" + stage +
-                          ": parameters on the GPU are not supported in this release (ZeRO stage 0 "
-                          "runs on the GPU); use --device cpu or zero_optimization.stage 0"));
+    CHECK(contains(e,
+                   "zero/stage3: parameters on the GPU are not supported in this release (ZeRO "
+                   "stages 0-2 run on the GPU); use --device cpu or zero_optimization.stage 0-2"));
   }
   host_with_device(nullptr);
 }

@@ -143,9 +143,54 @@ struct DeviceOps {
       any = true;
     }
     if (!any) return 0.0;
+    return read_f64(acc);
+  }
+  // As sum_squares, without the copy to the host: `acc` holds the sum afterwards (0 when there
+  // are no ranges), for a reduction over ranks on the device before it is read.
+  template <class Ranges>
+  void sum_squares_into(const dspp_tensor_view& flat, const Ranges& ranges,
+                        const dspp_tensor_view& acc) const {
+    bool any = false;
+    for (const auto& r : ranges) {
+      if (r.end <= r.begin) continue;
+      const dspp_tensor_view part = slice_of(flat, r.begin, r.end - r.begin);
+      pass_through(k->sum_squares(&part, &acc, any ? 1 : 0, nullptr));
+      any = true;
+    }
+    if (!any) zero(acc);
+  }
+  // The f64 at `acc` (device memory), once the work before it is done: one device-to-host copy,
+  // which returns once the host holds the value.
+  double read_f64(const dspp_tensor_view& acc) const {
     double out = 0.0;
-    pass_through(dev->copy(&out, acc.data, sizeof out, nullptr));  // returns once the host has it
+    pass_through(dev->copy(&out, acc.data, sizeof out, nullptr));
     return out;
+  }
+  // acc += x, element by element (one dtype and length each; f32 in the stages).
+  void add(const dspp_tensor_view& acc, const dspp_tensor_view& x) const {
+    if (acc.shape[0] != x.shape[0]) {
+      throw StatusError(DSPP_ERR_INTERNAL, "zero: device add of " + std::to_string(x.shape[0]) +
+                                               " elements into " + std::to_string(acc.shape[0]));
+    }
+    if (x.shape[0] == 0) return;
+    pass_through(k->add(&acc, &x, &acc, nullptr));
+  }
+  // The f32 view `x` rounded in place to the 16-bit dtype of `scratch` (a cast there and back,
+  // round to nearest even; fp16 overflows to inf), through `scratch` a piece at a time, so any
+  // scratch of at least one element does (the pieces follow each other on the one stream).
+  void round_through(const dspp_tensor_view& x, const dspp_tensor_view& scratch) const {
+    const int64_t n = x.shape[0], step = scratch.shape[0];
+    if (n == 0) return;
+    if (step <= 0) {
+      throw StatusError(DSPP_ERR_INTERNAL, "zero: no scratch to round a gradient through");
+    }
+    for (int64_t off = 0; off < n; off += step) {
+      const int64_t m = std::min(step, n - off);
+      const dspp_tensor_view part = slice_of(x, off, m);
+      const dspp_tensor_view half = slice_of(scratch, 0, m);
+      cast(part, half);
+      cast(half, part);
+    }
   }
 };
 

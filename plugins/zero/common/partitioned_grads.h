@@ -8,6 +8,13 @@
 //
 // Buckets are filled from the top down: backward visits modules in reverse order, so each bucket
 // holds a run of the flat buffer in ascending order and a partition's part of it is one range.
+//
+// On a GPU (init with DeviceOps) every buffer here (buckets, tied slots, the accumulator) is f32
+// device memory and the gradient views handed out are views of it; the arithmetic (zeroing,
+// rounding through a 16-bit scratch, scaling, accumulating) runs on the device's kernels on the
+// legacy default stream, where backward writes the gradients, and the comm plugin (NCCL) orders
+// its reductions after that stream. A bucket is written again only after its reduction was waited
+// for (finish), so backward never overwrites a gradient still being reduced.
 #pragma once
 
 #include "zero_common.h"
@@ -51,6 +58,30 @@ class HostBuffer {
   int64_t size_ = 0;
 };
 
+// f32 memory of PartitionedGrads, zero-filled: host memory from the host's allocator, or device
+// memory when given the device.
+class GradMemory {
+ public:
+  void reset(const dspp_host_api* host, const DeviceOps* ops, int64_t floats) {
+    if (ops) {
+      host_mem_.reset(nullptr, 0);
+      dev_mem_.reset(*ops, DSPP_F32, floats);
+      if (floats > 0) ops->zero(dev_mem_.view());
+    } else {
+      dev_mem_.release();
+      host_mem_.reset(host, floats);
+    }
+  }
+  float* data() const {
+    return dev_mem_.empty() ? host_mem_.data() : static_cast<float*>(dev_mem_.view().data);
+  }
+  int64_t size() const { return dev_mem_.empty() ? host_mem_.size() : dev_mem_.size(); }
+
+ private:
+  HostBuffer host_mem_;
+  DeviceBuffer dev_mem_;
+};
+
 class PartitionedGrads {
  public:
   PartitionedGrads() = default;
@@ -63,13 +94,16 @@ class PartitionedGrads {
     }
   }
 
-  // `part` is this rank's partition of the flat layout of `setup` (flat_numel elements).
+  // `part` is this rank's partition of the flat layout of `setup` (flat_numel elements). With
+  // `ops` (a GPU) every buffer is device memory of ops's device.
   void init(const dspp_host_api* host, const ZeroSetup& setup, const Partition& part,
-            int64_t flat_numel, int64_t bucket_size) {
+            int64_t flat_numel, int64_t bucket_size, const DeviceOps* ops = nullptr) {
     host_ = host;
     setup_ = setup;
     part_ = &part;
-    acc_.reset(host_, part.size());
+    gpu_ = ops != nullptr;
+    if (gpu_) ops_ = *ops;
+    acc_.reset(host_, dev(), part.size());
     slot_of_.assign(setup_.num_params, -1);
     int64_t shared = 0;
     for (int32_t i = 0; i < setup_.num_params; ++i) {
@@ -78,17 +112,19 @@ class PartitionedGrads {
         shared += setup_.params[i].numel;
       }
     }
-    shared_.reset(host_, shared);
+    shared_.reset(host_, dev(), shared);
     const int64_t cap = std::max<int64_t>(1, std::min(bucket_size, flat_numel));
     for (Bucket& b : buckets_) {
-      b.mem.reset(host_, cap);
+      b.mem.reset(host_, dev(), cap);
       b.top = cap;
+    }
+    if (gpu_) {
+      // The 16-bit image a run is rounded through (mixed precision), a bucket's worth at a time.
+      if (mixed(setup_.working_dtype)) half_.reset(ops_, setup_.working_dtype, cap);
     }
   }
 
-  void begin_backward() {
-    if (shared_.size() > 0) std::memset(shared_.data(), 0, static_cast<size_t>(shared_.size()) * 4);
-  }
+  void begin_backward() { zero_mem(shared_.data(), shared_.size()); }
 
   // Sets grads[i] to where params[i]'s gradient is written in this backward (zeroed).
   void hand_out(const int32_t* params, int32_t n, dspp_tensor_view* grads) {
@@ -115,11 +151,11 @@ class PartitionedGrads {
         where = shared_.data() + slot_of_[params[i]];
       } else {
         where = b->mem.data() + at;
-        std::memset(where, 0, static_cast<size_t>(p.numel) * 4);
+        zero_mem(where, p.numel);
         b->runs.push_back(Run{where, p.offset_in_flat, p.numel});
         at += p.numel;
       }
-      grads[i] = host_view(where, p.numel);
+      grads[i] = view_of(where, p.numel);
     }
   }
 
@@ -137,7 +173,8 @@ class PartitionedGrads {
   }
 
   // The squared norm of the whole reduced gradient and whether any element is non-finite (the
-  // same on every rank).
+  // same on every rank). Host memory only (stage 3; stage 2 uses FlatPartitionStage's, which also
+  // runs on a GPU).
   void norm(double* sq, int32_t* overflow) const {
     bool bad = false;
     double v[2] = {sq_norm(acc_.data(), part_->segments, &bad), 0.0};
@@ -147,14 +184,14 @@ class PartitionedGrads {
     *overflow = v[1] > 0 ? 1 : 0;
   }
 
-  // This partition's accumulated gradient.
+  // This partition's accumulated gradient (host memory; device memory on a GPU).
   float* acc() const { return acc_.data(); }
-  void zero() {
-    if (acc_.size() > 0) std::memset(acc_.data(), 0, static_cast<size_t>(acc_.size()) * 4);
-  }
+  // The same as an f32 view (a device view on a GPU).
+  dspp_tensor_view acc_view() const { return view_of(acc_.data(), acc_.size()); }
+  void zero() { zero_mem(acc_.data(), acc_.size()); }
   int64_t acc_bytes() const { return acc_.size() * 4; }
   int64_t buffer_bytes() const {
-    return (buckets_[0].mem.size() + buckets_[1].mem.size() + shared_.size()) * 4;
+    return (buckets_[0].mem.size() + buckets_[1].mem.size() + shared_.size()) * 4 + half_.bytes();
   }
 
  private:
@@ -165,7 +202,7 @@ class PartitionedGrads {
     int64_t numel;
   };
   struct Bucket {
-    HostBuffer mem;
+    GradMemory mem;
     int64_t top = 0;        // filled from the top down: [top, size) is in use
     std::vector<Run> runs;  // in ascending flat order once complete
     std::vector<CommWork*> works;
@@ -174,8 +211,38 @@ class PartitionedGrads {
 
   // A module larger than the bucket: this bucket grows to hold it (it is idle: finished).
   void grow(Bucket& b, int64_t need) {
-    b.mem.reset(host_, need);
+    b.mem.reset(host_, dev(), need);
     b.top = need;
+  }
+
+  // ---- host or device memory (gpu_) ----
+  const DeviceOps* dev() const { return gpu_ ? &ops_ : nullptr; }
+  dspp_tensor_view view_of(float* p, int64_t n) const {
+    return gpu_ ? device_view(p, DSPP_F32, n, ops_.where) : host_view(p, n);
+  }
+  void zero_mem(float* p, int64_t n) const {
+    if (n <= 0) return;
+    if (gpu_) {
+      ops_.zero(view_of(p, n));
+    } else {
+      std::memset(p, 0, static_cast<size_t>(n) * 4);
+    }
+  }
+  // Mixed precision: the values as the 16-bit type holds them.
+  void round_mem(float* p, int64_t n) const {
+    if (!gpu_) {
+      round_to(p, n, setup_.working_dtype);
+    } else if (!half_.empty()) {
+      ops_.round_through(view_of(p, n), half_.view());
+    }
+  }
+  void scale_mem(float* p, int64_t n, float c) const {
+    if (c == 1.0f) return;
+    if (gpu_) {
+      ops_.scale(view_of(p, n), c);
+    } else {
+      scale(p, n, c);
+    }
   }
 
   // Starts the reduction of a bucket's gradients: each partition's part to its owner.
@@ -201,15 +268,15 @@ class PartitionedGrads {
     for (const Run& r : b.runs) {
       // Mixed precision: this rank's gradient as the 16-bit type would hold it (fp16 overflows
       // to inf here, as DeepSpeed's fp16 gradients do).
-      round_to(r.data, r.numel, setup_.working_dtype);
-      if (red.before != 1.0f) scale(r.data, r.numel, red.before);
+      round_mem(r.data, r.numel);
+      scale_mem(r.data, r.numel, red.before);
       if (dp->size() == 1) continue;
       for (int32_t k = 0; k < dp->size() && issued == DSPP_OK; ++k) {
         const int64_t lo = std::max(r.flat, bounds[k]);
         const int64_t hi = std::min(r.flat + r.numel, bounds[k + 1]);
         if (lo >= hi) continue;
         CommWork* w = nullptr;
-        dspp_tensor_view v = host_view(r.data + (lo - r.flat), hi - lo);
+        dspp_tensor_view v = view_of(r.data + (lo - r.flat), hi - lo);
         if (use_reduce_) {
           issued = dp->reduce(v, k, red.op, &w);
           if (issued == DSPP_ERR_NOT_SUPPORTED && !w) {
@@ -234,9 +301,17 @@ class PartitionedGrads {
     for (const Run& r : b.runs) {
       const int64_t lo = std::max(r.flat, part_->begin);
       const int64_t hi = std::min(r.flat + r.numel, part_->end);
-      const float* src = r.data + (lo - r.flat);
+      float* src = r.data + (lo - r.flat);
       float* dst = acc + (lo - part_->begin);
       const float c = red.after;
+      if (gpu_) {
+        if (lo >= hi) continue;
+        // c * src rounded to f32, then added (the host loop's two roundings); src is this
+        // bucket's own memory, done with once reduced.
+        scale_mem(src, hi - lo, c);
+        ops_.add(view_of(dst, hi - lo), view_of(src, hi - lo));
+        continue;
+      }
 #pragma omp simd
       for (int64_t i = 0; i < hi - lo; ++i) dst[i] += c * src[i];
     }
@@ -248,8 +323,11 @@ class PartitionedGrads {
   const dspp_host_api* host_ = nullptr;
   ZeroSetup setup_{};
   const Partition* part_ = nullptr;
-  HostBuffer acc_;                // this partition's reduced gradient, accumulated
-  HostBuffer shared_;             // tied parameters' gradients for the current backward
+  bool gpu_ = false;
+  DeviceOps ops_;                 // a GPU: the device every buffer lives on
+  DeviceBuffer half_;             // a GPU under mixed precision: what runs are rounded through
+  GradMemory acc_;                // this partition's reduced gradient, accumulated
+  GradMemory shared_;             // tied parameters' gradients for the current backward
   std::vector<int64_t> slot_of_;  // offset in shared_ per parameter, -1 if not tied
   Bucket buckets_[2];
   Bucket shared_bucket_;  // the runs of shared_ being reduced (no memory of its own)

@@ -6,6 +6,7 @@
 #include <dspp/kinds/zero.h>
 #include <dspp/plugin.h>
 
+#include "device_ops.h"
 #include "rounding.h"
 
 #include <algorithm>
@@ -20,13 +21,10 @@ namespace dspp::zero_common {
 using plugin::pass_through;
 using plugin::StatusError;
 
-// `n` elements of a flat fp32 view starting at `offset`.
+// `n` elements of a flat view starting at `offset` (in elements of the view's dtype: on a GPU the
+// working copy may be 2-byte bf16/f16 storage).
 inline dspp_tensor_view slice(dspp_tensor_view v, int64_t offset, int64_t n) {
-  dspp_tensor_view s = v;
-  s.data = static_cast<float*>(v.data) + offset;
-  s.ndim = 1;
-  s.shape[0] = n;
-  return s;
+  return slice_of(v, offset, n);
 }
 
 // A 1-d fp32 view of host memory.
@@ -86,13 +84,69 @@ inline bool setup_on_device(const ZeroSetup& s) {
   return false;
 }
 
-// Stages 1-3 run on the CPU only in this release: refused before anything is touched.
+// Stage 3 runs on the CPU only in this release: refused before anything is touched.
 inline void refuse_device(const ZeroSetup& s, const char* stage) {
   if (!setup_on_device(s)) return;
   throw StatusError(DSPP_ERR_NOT_SUPPORTED,
                     std::string(stage) +
-                        ": parameters on the GPU are not supported in this release (ZeRO stage 0 "
-                        "runs on the GPU); use --device cpu or zero_optimization.stage 0");
+                        ": parameters on the GPU are not supported in this release (ZeRO stages "
+                        "0-2 run on the GPU); use --device cpu or zero_optimization.stage 0-2");
+}
+
+// What a stage checks of the engine's buffers on a GPU (ZeroSetup::device CUDA), before touching
+// them: flat_params on the setup's device in the working dtype for real (bf16/f16 storage under
+// mixed precision, else f32), and, unless the stage manages gradients (`with_grads` false, where
+// flat_grads is empty), flat_grads there in f32, both 1-d of one length.
+inline void check_device_setup(const ZeroSetup& s, const char* me, bool with_grads) {
+  const dspp_device where = s.device;
+  if (!is_cuda(where)) {
+    throw StatusError(DSPP_ERR_INVALID_ARGUMENT, std::string(me) + ": the flat buffers are on " +
+                                                     where_text(s.flat_params.device) + " and " +
+                                                     where_text(s.flat_grads.device) +
+                                                     ", but the setup's device is " +
+                                                     where_text(where));
+  }
+  if (!with_grads) {
+    if (!same_device(s.flat_params.device, where)) {
+      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                        std::string(me) + ": flat_params (on " + where_text(s.flat_params.device) +
+                            ") must be on " + where_text(where) + ", the setup's device");
+    }
+  } else if (!same_device(s.flat_params.device, where) ||
+             !same_device(s.flat_grads.device, where)) {
+    throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                      std::string(me) + ": flat_params (on " + where_text(s.flat_params.device) +
+                          ") and flat_grads (on " + where_text(s.flat_grads.device) +
+                          ") must both be on " + where_text(where) + ", the setup's device");
+  }
+  check_working_dtype(s.working_dtype, me);
+  const int32_t want = mixed(s.working_dtype) ? s.working_dtype : DSPP_F32;
+  if (!with_grads) {
+    if (s.flat_params.dtype != want) {
+      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                        std::string(me) + ": on the GPU flat_params must be stored in the " +
+                            "working dtype " + dtype_text(want) + ", got " +
+                            dtype_text(s.flat_params.dtype));
+    }
+    if (s.flat_params.ndim != 1) {
+      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                        std::string(me) + ": flat_params must be a 1-d view");
+    }
+    return;
+  }
+  if (s.flat_params.dtype != want || s.flat_grads.dtype != DSPP_F32) {
+    throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
+                      std::string(me) + ": on the GPU flat_params must be stored in the " +
+                          "working dtype " + dtype_text(want) + " and flat_grads in f32, got " +
+                          dtype_text(s.flat_params.dtype) + " and " +
+                          dtype_text(s.flat_grads.dtype));
+  }
+  if (s.flat_params.ndim != 1 || s.flat_grads.ndim != 1 ||
+      s.flat_params.shape[0] != s.flat_grads.shape[0]) {
+    throw StatusError(
+        DSPP_ERR_INVALID_ARGUMENT,
+        std::string(me) + ": flat_params and flat_grads must be 1-d views of one length");
+  }
 }
 
 // Sum of squares of the segments (offsets relative to `base`), and whether any is non-finite.
@@ -169,6 +223,24 @@ inline void all_reduce_sum(Communicator* c, double* values, int32_t n) {
   pass_through(c->all_reduce(v, kReduceSum, &w));
   std::vector<CommWork*> works{w};
   wait_all(works);
+}
+
+// On a GPU: the squared norm of `ranges` of this rank's `flat` (f32 device memory), summed over
+// the group. The sum goes into the f64 `acc` (device memory), is all-reduced there (the comm
+// plugin, NCCL, moves device memory only) and read once. A non-finite element anywhere makes the
+// result non-finite (squares are never negative: no inf - inf), which is the overflow flag.
+template <class Ranges>
+double device_sum_squares(const DeviceOps& ops, Communicator* c, const dspp_tensor_view& flat,
+                          const Ranges& ranges, const dspp_tensor_view& acc) {
+  ops.sum_squares_into(flat, ranges, acc);
+  if (c->size() > 1) {
+    CommWork* w = nullptr;
+    const dspp_status issued = c->all_reduce(acc, kReduceSum, &w);
+    std::vector<CommWork*> works;
+    if (issued == DSPP_OK) works.push_back(w);
+    wait_all(works, issued);
+  }
+  return ops.read_f64(acc);
 }
 
 // Bytes of the optimizer's states (each a flat fp32 tensor).

@@ -161,38 +161,8 @@ class Stage0 final : public zc::StageBase {
   void init_device() {
     const char* me = "zero/stage0";
     const dspp_device where = setup_.device;
-    if (!zc::is_cuda(where)) {
-      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
-                        std::string(me) + ": the flat buffers are on " +
-                            zc::where_text(setup_.flat_params.device) + " and " +
-                            zc::where_text(setup_.flat_grads.device) +
-                            ", but the setup's device is " + zc::where_text(where));
-    }
-    if (!zc::same_device(setup_.flat_params.device, where) ||
-        !zc::same_device(setup_.flat_grads.device, where)) {
-      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
-                        std::string(me) + ": flat_params (on " +
-                            zc::where_text(setup_.flat_params.device) + ") and flat_grads (on " +
-                            zc::where_text(setup_.flat_grads.device) + ") must both be on " +
-                            zc::where_text(where) + ", the setup's device");
-    }
-    zc::check_working_dtype(setup_.working_dtype, me);
+    zc::check_device_setup(setup_, me, true);
     const bool mixed = zc::mixed(setup_.working_dtype);
-    const int32_t want = mixed ? setup_.working_dtype : DSPP_F32;
-    if (setup_.flat_params.dtype != want || setup_.flat_grads.dtype != DSPP_F32) {
-      throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
-                        std::string(me) + ": on the GPU flat_params must be stored in the " +
-                            "working dtype " + zc::dtype_text(want) +
-                            " and flat_grads in f32, got " +
-                            zc::dtype_text(setup_.flat_params.dtype) + " and " +
-                            zc::dtype_text(setup_.flat_grads.dtype));
-    }
-    if (setup_.flat_params.ndim != 1 || setup_.flat_grads.ndim != 1 ||
-        setup_.flat_params.shape[0] != setup_.flat_grads.shape[0]) {
-      throw StatusError(
-          DSPP_ERR_INVALID_ARGUMENT,
-          std::string(me) + ": flat_params and flat_grads must be 1-d views of one length");
-    }
     ops_ = zc::DeviceOps::of(host_, where, me);
     flat_numel_ = setup_.flat_grads.shape[0];
     segments_ = zc::segments_in(setup_, 0, flat_numel_);

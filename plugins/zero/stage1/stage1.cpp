@@ -13,6 +13,14 @@
 //
 // Mixed precision (ZeroSetup::working_dtype): each rank keeps an fp32 master of its partition,
 // steps it, and rounds it into its partition of the working copy before the all-gather.
+//
+// On a GPU (the engine's flat buffers in CUDA memory, ZeroSetup::device CUDA) the same steps run
+// on the host's device (common/device_ops.h) on the legacy default stream: flat_params holds the
+// working copy in its own dtype (bf16/f16 storage under mixed precision, else f32) and is gathered
+// in that dtype, flat_grads is f32; the local gradient is rounded through a 16-bit scratch, the
+// reduce-scatter and the all-gather move device memory (NCCL), the partition's squared norm is
+// summed into one f64 on the device, all-reduced there and read once; the master of the partition
+// is f32 device memory and the optimizer gets device views (adam/adamw have device kernels).
 #include "../common/flat_partition_stage.h"
 
 #include <algorithm>
@@ -35,66 +43,70 @@ class Stage1 final : public zc::FlatPartitionStage {
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
-      zc::refuse_device(*s, "zero/stage1");
+      const char* me = "zero/stage1";
       setup_ = *s;
-      if (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_grads.dtype != DSPP_F32) {
+      init_device(me, true);  // on a GPU: checks the buffers, takes the host's device
+      if (!gpu_ && (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_grads.dtype != DSPP_F32)) {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT, "zero/stage1: flat buffers must be fp32");
       }
       flat_numel_ = setup_.flat_grads.shape[0];
-      part_ = zc::partition_optimizer(setup_, flat_numel_, "zero/stage1");
-      zc::check_working_dtype(setup_.working_dtype, "zero/stage1");
+      part_ = zc::partition_optimizer(setup_, flat_numel_, me);
+      zc::check_working_dtype(setup_.working_dtype, me);
       // Every rank rounds the whole working copy (identical everywhere after the engine's
-      // broadcast), so the first forward sees 16-bit values before any gather.
-      zc::round_to(zc::floats(setup_.flat_params), flat_numel_, setup_.working_dtype);
-      master_.init(host_, setup_.working_dtype, working(), part_.size());
+      // broadcast), so the first forward sees 16-bit values before any gather. (On a GPU it is
+      // stored in the 16-bit type already.)
+      if (!gpu_) zc::round_to(zc::floats(setup_.flat_params), flat_numel_, setup_.working_dtype);
+      init_master();
+      // A GPU under mixed precision: the 16-bit image the local gradient is rounded through, a
+      // bucket at a time.
+      if (gpu_ && zc::mixed(setup_.working_dtype)) {
+        half_.reset(ops_, setup_.working_dtype,
+                    std::max<int64_t>(1, std::min(bucket_, flat_numel_)));
+      }
     });
   }
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
     return guard([&] {
-      float* g = zc::floats(setup_.flat_grads);
-      zc::round_to(g, flat_numel_, setup_.working_dtype);  // the local gradient in 16 bits
+      const dspp_tensor_view all = zc::slice(setup_.flat_grads, 0, flat_numel_);
+      const dspp_tensor_view mine = zc::slice(setup_.flat_grads, part_.begin, part_.size());
+      round_local_gradient(all);  // the local gradient in 16 bits
       dspp::Communicator* dp = setup_.dp;
       if (dp->size() > 1) {
         const zc::Reduction r = zc::reduction_of(setup_);
-        if (r.before != 1.0f) zc::scale(g, flat_numel_, r.before);
+        scale_view(all, r.before);
         if (!part_.whole) {
           // In place: rank r's reduced slice lands where its partition already is.
           dspp::CommWork* w = nullptr;
-          const dspp_status issued = dp->reduce_scatter(
-              setup_.flat_grads, zc::slice(setup_.flat_grads, part_.begin, part_.size()), r.op, &w);
+          const dspp_status issued = dp->reduce_scatter(setup_.flat_grads, mine, r.op, &w);
           std::vector<dspp::CommWork*> works;
           if (issued == DSPP_OK) works.push_back(w);
           zc::wait_all(works, issued);
         } else {
-          zc::all_reduce_buckets(dp, zc::slice(setup_.flat_grads, 0, flat_numel_), bucket_, r.op);
+          zc::all_reduce_buckets(dp, all, bucket_, r.op);
         }
-        if (r.after != 1.0f) zc::scale(g + part_.begin, part_.size(), r.after);
+        scale_view(mine, r.after);
       }
       // Each rank holds its partition's reduced gradient: sum the partitions' squares.
-      bool bad = false;
-      double v[2] = {zc::sq_norm(g + part_.begin, part_.segments, &bad), 0.0};
-      v[1] = bad ? 1.0 : 0.0;
-      zc::all_reduce_sum(dp, v, 2);
-      *sq_norm = v[0];
-      *overflow = v[1] > 0 ? 1 : 0;
+      partition_norm(mine, sq_norm, overflow);
     });
   }
 
   dspp_status step(const dspp::StepArgs* args, double grad_scale) noexcept override {
     return guard([&] {
-      float* g = zc::floats(setup_.flat_grads);
-      zc::scale_segments(g + part_.begin, part_.segments, static_cast<float>(grad_scale));
+      const dspp_tensor_view g = zc::slice(setup_.flat_grads, part_.begin, part_.size());
+      scale_partition_segments(g, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
-      a.params = zc::host_view(master_.data(working()), part_.size());
-      a.grads = zc::slice(setup_.flat_grads, part_.begin, part_.size());
+      a.params = values();
+      a.grads = g;
       pass_through(setup_.optimizer->step(&a));
-      master_.publish(working());
+      publish();
       zc::gather_partitions(setup_, part_.bounds, part_.whole);
     });
   }
 
   dspp_status zero_grad() noexcept override {
+    if (gpu_) return guard([&] { ops_.zero(zc::slice(setup_.flat_grads, 0, flat_numel_)); });
     std::memset(setup_.flat_grads.data, 0, static_cast<size_t>(flat_numel_) * sizeof(float));
     return DSPP_OK;
   }
@@ -102,16 +114,26 @@ class Stage1 final : public zc::FlatPartitionStage {
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
       // fp32 training: the parameters are the master weights. Stage 1 keeps whole gradients.
-      out->param_bytes = flat_numel_ * 4;
+      out->param_bytes = param_bytes();
       out->grad_bytes = flat_numel_ * 4;
       out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
-      out->buffer_bytes = 0;
+      out->buffer_bytes = half_.bytes() + norm_acc_.bytes();
     });
   }
 
  private:
+  // Mixed precision: this rank's gradient as the 16-bit type holds it (fp16 overflows to inf).
+  void round_local_gradient(const dspp_tensor_view& g) const {
+    if (!gpu_) {
+      zc::round_to(zc::floats(g), g.shape[0], setup_.working_dtype);
+    } else if (!half_.empty()) {
+      ops_.round_through(g, half_.view());
+    }
+  }
+
   int64_t bucket_;
+  zc::DeviceBuffer half_;  // a GPU under mixed precision: the 16-bit scratch of the rounding
 };
 
 const dspp_plugin_desc kPlugins[] = {dspp::plugin::describe<dspp::ZeroStage, Stage1>(

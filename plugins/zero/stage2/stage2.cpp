@@ -6,6 +6,12 @@
 // Mixed precision (ZeroSetup::working_dtype): as stage 1, an fp32 master of the partition is
 // stepped and rounded into the working copy; each bucket's gradients are rounded to the 16-bit
 // type before they are reduced.
+//
+// On a GPU (ZeroSetup::device CUDA; flat_params in CUDA memory in the working dtype, bf16/f16
+// storage under mixed precision) the buckets, the tied parameters' slots and the partition's
+// accumulated gradient are f32 device memory, the gradient views handed out in before_backward
+// point there, and the reductions move device memory (NCCL); everything else is stage 1's GPU
+// path (common/flat_partition_stage.h, common/partitioned_grads.h).
 #include "../common/flat_partition_stage.h"
 #include "../common/partitioned_grads.h"
 
@@ -24,16 +30,18 @@ class Stage2 final : public zc::FlatPartitionStage {
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
-      zc::refuse_device(*s, "zero/stage2");
+      const char* me = "zero/stage2";
       setup_ = *s;
+      init_device(me, false);  // on a GPU: checks the buffers, takes the host's device
       flat_numel_ = setup_.flat_params.shape[0];
-      part_ = zc::partition_optimizer(setup_, flat_numel_, "zero/stage2");
-      grads_.init(host_, setup_, part_, flat_numel_, bucket_size_);
-      zc::check_working_dtype(setup_.working_dtype, "zero/stage2");
+      part_ = zc::partition_optimizer(setup_, flat_numel_, me);
+      grads_.init(host_, setup_, part_, flat_numel_, bucket_size_, gpu_ ? &ops_ : nullptr);
+      zc::check_working_dtype(setup_.working_dtype, me);
       // Every rank rounds the whole working copy (identical everywhere after the engine's
-      // broadcast), so the first forward sees 16-bit values before any gather.
-      zc::round_to(zc::floats(setup_.flat_params), flat_numel_, setup_.working_dtype);
-      master_.init(host_, setup_.working_dtype, working(), part_.size());
+      // broadcast), so the first forward sees 16-bit values before any gather. (On a GPU it is
+      // stored in the 16-bit type already.)
+      if (!gpu_) zc::round_to(zc::floats(setup_.flat_params), flat_numel_, setup_.working_dtype);
+      init_master();
     });
   }
 
@@ -53,33 +61,33 @@ class Stage2 final : public zc::FlatPartitionStage {
   }
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
-    return guard([&] { grads_.norm(sq_norm, overflow); });
+    return guard([&] { partition_norm(grads_.acc_view(), sq_norm, overflow); });
   }
 
   dspp_status step(const dspp::StepArgs* args, double grad_scale) noexcept override {
     return guard([&] {
-      zc::scale_segments(grads_.acc(), part_.segments, static_cast<float>(grad_scale));
+      const dspp_tensor_view g = grads_.acc_view();
+      scale_partition_segments(g, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
-      a.params = zc::host_view(master_.data(working()), part_.size());
-      a.grads = zc::host_view(grads_.acc(), part_.size());
+      a.params = values();
+      a.grads = g;
       pass_through(setup_.optimizer->step(&a));
-      master_.publish(working());
+      publish();
       zc::gather_partitions(setup_, part_.bounds, part_.whole);
     });
   }
 
   dspp_status zero_grad() noexcept override {
-    grads_.zero();
-    return DSPP_OK;
+    return guard([&] { grads_.zero(); });
   }
 
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
-      out->param_bytes = flat_numel_ * 4;
+      out->param_bytes = param_bytes();
       out->grad_bytes = grads_.acc_bytes();  // the partition's accumulated gradient
       out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
-      out->buffer_bytes = grads_.buffer_bytes();
+      out->buffer_bytes = grads_.buffer_bytes() + norm_acc_.bytes();
     });
   }
 

@@ -1,0 +1,73 @@
+// ZeRO stages 1 and 2 and AdamW with the engine's flat buffers in GPU memory (device/cuda), at
+// world 1, against float64 references: the squared gradient norm, the overflow flag, the fp32
+// master and the rounded working copy after AdamW steps, in f32, bf16 and f16 working dtypes;
+// stage 2 through the engine's backward protocol (gradient views it hands out in device memory,
+// several reduce buckets, a tied parameter, two accumulated micro-batches); and both bit-equal to
+// stage 0 (the same kernels in the same order). The scenario and its bounds are in
+// zero_device_scenario.h (test_zero_device_fake runs the same on a host-memory stand-in for the
+// device). Skipped (exit 77) without a GPU; see tests/gpu_main.cpp.
+#include <dspp/error.h>
+#include <dspp/kinds/device.h>
+#include <dspp/plugins.h>
+
+#include <memory>
+
+#include "catch.h"
+#include "zero_device_scenario.h"
+
+namespace {
+
+struct Gpu {
+  dspp::PluginRegistry registry;  // outlives dev (declared first)
+  std::shared_ptr<dspp::Device> dev;
+  Gpu() {
+    registry.load_library(DSPP_DEVICE_CUDA_PLUGIN);
+    dev = registry.create<dspp::Device>("device", "cuda", nullptr);
+    zdev::check(dev->set_current(0), "set_current(0)");
+    dspp::DeviceKernels* k = dev->kernels();
+    REQUIRE(k != nullptr);
+    REQUIRE(k->version() >= 2);  // sum_squares, adam_step
+  }
+  ~Gpu() { (void)dev->synchronize(nullptr); }
+};
+
+}  // namespace
+
+TEST_CASE("zero/stage1 + adamw on the GPU in fp32: norm and overflow and master after 4 steps",
+          "[gpu][zero]") {
+  Gpu gpu;
+  (void)zdev::zero_adamw(*gpu.dev, DSPP_F32, 1);
+}
+
+TEST_CASE("zero/stage1 + adamw on the GPU with bf16 storage: fp32 master and rounded working copy",
+          "[gpu][zero]") {
+  Gpu gpu;
+  (void)zdev::zero_adamw(*gpu.dev, DSPP_BF16, 1);
+}
+
+TEST_CASE("zero/stage1 + adamw on the GPU with f16 storage: overflow past 65504", "[gpu][zero]") {
+  Gpu gpu;
+  (void)zdev::zero_adamw(*gpu.dev, DSPP_F16, 1);
+}
+
+TEST_CASE("zero/stage2 + adamw on the GPU in fp32: gradients handed out in device buckets",
+          "[gpu][zero]") {
+  Gpu gpu;
+  (void)zdev::zero_adamw(*gpu.dev, DSPP_F32, 2);
+}
+
+TEST_CASE("zero/stage2 + adamw on the GPU with bf16 storage: buckets rounded to bf16",
+          "[gpu][zero]") {
+  Gpu gpu;
+  (void)zdev::zero_adamw(*gpu.dev, DSPP_BF16, 2);
+}
+
+TEST_CASE("zero/stage2 + adamw on the GPU with f16 storage: overflow past 65504", "[gpu][zero]") {
+  Gpu gpu;
+  (void)zdev::zero_adamw(*gpu.dev, DSPP_F16, 2);
+}
+
+TEST_CASE("zero stages 1 and 2 on the GPU equal stage 0 bit for bit at world 1", "[gpu][zero]") {
+  Gpu gpu;
+  for (const int32_t dtype : {DSPP_F32, DSPP_BF16, DSPP_F16}) zdev::stages_agree(*gpu.dev, dtype);
+}
