@@ -12,7 +12,8 @@
 //    resumed on the GPU continues exactly: our kernels are deterministic, so steps 16-30 of the
 //    resumed run equal the uninterrupted run's within 1e-6 relative.
 // 2. ds-train as a user runs it, --device cuda vs --device cpu (embedded addition task, ZeRO
-//    stage 0, AdamW with warmup + cosine, clipping, NCCL at world 1): every step's loss within
+//    stage 0, 1 and 2 (buckets of 20000 elements, GA 2), AdamW with warmup + cosine, clipping,
+//    NCCL at world 1): every step's loss within
 //    1e-3 relative in fp32, and the final parameters within 1e-3 in relative L2 norm. bf16 on the
 //    GPU vs fp32 on the CPU: every step's loss within 3% and the loss falls at least 80% as far;
 //    fp16 (dynamic loss scale, so early steps may be skipped): the fall and the last loss (5%).
@@ -190,6 +191,17 @@ void fp32_equals_cpu(const std::string& extra, const std::string& tag) {
 
 TEST_CASE("ds-train on the GPU trains as on the CPU (ZeRO 0 AdamW fp32 world 1)") {
   fp32_equals_cpu("", "plain");
+}
+
+TEST_CASE("ds-train on the GPU trains as on the CPU at ZeRO 1") {
+  fp32_equals_cpu("--set zero_optimization.stage=1", "z1");
+}
+
+TEST_CASE("ds-train on the GPU trains as on the CPU at ZeRO 2 with several reduce buckets") {
+  fp32_equals_cpu(
+      "--set zero_optimization.stage=2 --set zero_optimization.reduce_bucket_size=20000 "
+      "--set gradient_accumulation_steps=2 --set train_micro_batch_size_per_gpu=16",
+      "z2");
 }
 
 TEST_CASE("ds-train on the GPU trains as on the CPU with gradient accumulation 2") {
