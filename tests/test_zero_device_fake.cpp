@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -120,6 +121,7 @@ class FakeDevice final : public dspp::Device {
   explicit FakeDevice(uint32_t kernels_version = 2) : kernels_(*this, kernels_version) {}
   ~FakeDevice() {
     for (auto& [p, n] : blocks_) std::free(const_cast<void*>(p));
+    for (void* p : host_blocks_) std::free(p);
   }
   FakeDevice(const FakeDevice&) = delete;
   FakeDevice& operator=(const FakeDevice&) = delete;
@@ -157,8 +159,26 @@ class FakeDevice final : public dspp::Device {
     return DSPP_OK;
   }
   dspp_status reset_peak_stats() noexcept override { return DSPP_OK; }
-  dspp_status alloc_host(size_t, void**) noexcept override { return no("alloc_host"); }
-  dspp_status free_host(void*) noexcept override { return no("free_host"); }
+  // "Page-locked" host memory (ZeRO-Offload's master and gradient): plain host memory here,
+  // counted so the test sees it freed.
+  dspp_status alloc_host(size_t bytes, void** out) noexcept override {
+    *out = nullptr;
+    if (bytes == 0) return DSPP_OK;
+    void* p = std::malloc(bytes);
+    if (!p) return fail(DSPP_ERR_OUT_OF_MEMORY, "out of host memory");
+    std::memset(p, 0xFF, bytes);  // NaN until written
+    host_blocks_.insert(p);
+    ++host_allocs_;
+    *out = p;
+    return DSPP_OK;
+  }
+  dspp_status free_host(void* ptr) noexcept override {
+    if (!ptr) return DSPP_OK;
+    if (host_blocks_.erase(ptr) == 0)
+      return fail(DSPP_ERR_INVALID_ARGUMENT, "free_host of an unknown pointer");
+    std::free(ptr);
+    return DSPP_OK;
+  }
   dspp_status create_stream(void**) noexcept override { return no("create_stream"); }
   dspp_status destroy_stream(void*) noexcept override { return no("destroy_stream"); }
   dspp_status synchronize(void*) noexcept override { return DSPP_OK; }
@@ -197,7 +217,9 @@ class FakeDevice final : public dspp::Device {
     const char* q = static_cast<const char*>(p);
     return q >= b && q + bytes <= b + it->second;
   }
-  size_t live_blocks() const { return blocks_.size(); }
+  // Device blocks and page-locked host blocks not freed yet.
+  size_t live_blocks() const { return blocks_.size() + host_blocks_.size(); }
+  size_t host_blocks_allocated() const { return host_allocs_; }
   FakeKernels& fake_kernels() { return kernels_; }
 
  private:
@@ -205,6 +227,8 @@ class FakeDevice final : public dspp::Device {
     return fail(DSPP_ERR_NOT_SUPPORTED, std::string(what) + " is not used by the ZeRO stages");
   }
   std::map<const void*, size_t> blocks_;
+  std::set<void*> host_blocks_;
+  size_t host_allocs_ = 0;
   FakeKernels kernels_;
 };
 
@@ -410,6 +434,26 @@ TEST_CASE("zero stages 1 and 2 equal stage 0 bit for bit at world 1 on a fake de
   for (const int32_t dtype : {DSPP_F32, DSPP_BF16, DSPP_F16}) {
     FakeDevice dev;
     zdev::stages_agree(dev, dtype);
+    CHECK(dev.live_blocks() == 0);
+  }
+}
+
+TEST_CASE("zero-offload on a fake device: stages 0-2 with the master and adamw on the CPU",
+          "[zero][device]") {
+  // Page-locked host memory (pin_memory defaults to true) for every stage and dtype.
+  for (int stage = 0; stage <= 2; ++stage) {
+    for (const int32_t dtype : {DSPP_F32, DSPP_BF16, DSPP_F16}) {
+      FakeDevice dev;
+      zdev::offload_agrees(dev, dtype, stage, R"({"device": "cpu"})");
+      CHECK(dev.host_blocks_allocated() == 2);  // the master and the host gradient
+      CHECK(dev.live_blocks() == 0);
+    }
+  }
+  // pin_memory false: the host allocator's memory instead.
+  for (int stage = 0; stage <= 2; ++stage) {
+    FakeDevice dev;
+    zdev::offload_agrees(dev, DSPP_BF16, stage, R"({"device": "cpu", "pin_memory": false})");
+    CHECK(dev.host_blocks_allocated() == 0);
     CHECK(dev.live_blocks() == 0);
   }
 }

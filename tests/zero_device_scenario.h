@@ -145,16 +145,25 @@ inline int64_t numel(const dspp_tensor_view& v) {
 }
 
 // The values of a device view (any float dtype), after the legacy stream's work so far.
+// (A view of host memory, such as what ZeRO-Offload keeps there, is read directly.)
 inline std::vector<float> download(dspp::Device& dev, const dspp_tensor_view& v) {
   std::vector<unsigned char> host(static_cast<size_t>(numel(v)) * dtype_bytes(v.dtype));
+  if (v.device.type == DSPP_DEVICE_CPU) {
+    if (!host.empty()) std::memcpy(host.data(), v.data, host.size());
+    return decode(v.dtype, host);
+  }
   if (!host.empty()) check(dev.copy(host.data(), v.data, host.size(), nullptr), "copy d2h");
   check(dev.synchronize(nullptr), "synchronize");
   return decode(v.dtype, host);
 }
-// Writes values (rounded to the view's dtype) into a device view.
+// Writes values (rounded to the view's dtype) into a device view (or a host view, directly).
 inline void upload(dspp::Device& dev, const dspp_tensor_view& v, const std::vector<float>& values) {
   REQUIRE(static_cast<int64_t>(values.size()) == numel(v));
   const std::vector<unsigned char> host = encode(v.dtype, values);
+  if (v.device.type == DSPP_DEVICE_CPU) {
+    if (!host.empty()) std::memcpy(v.data, host.data(), host.size());
+    return;
+  }
   if (!host.empty()) check(dev.copy(v.data, host.data(), host.size(), nullptr), "copy h2d");
   check(dev.synchronize(nullptr), "synchronize");
 }
@@ -328,7 +337,9 @@ inline std::vector<dspp::ZeroParam> layout(const DeviceTensor& params, const Dev
   return out;
 }
 
-inline dspp::Config test_config(const std::string& adam_params = "") {
+// `offload`: zero_optimization.offload_optimizer JSON ("" for none).
+inline dspp::Config test_config(const std::string& adam_params = "",
+                                const std::string& offload = "") {
   dspp::LoadOptions opts;
   opts.on_warning = [](const dspp::ConfigMessage&) {};
   const std::string params =
@@ -339,7 +350,8 @@ inline dspp::Config test_config(const std::string& adam_params = "") {
       R"({"train_micro_batch_size_per_gpu": 1,
           "optimizer": {"type": "AdamW", "params": )" +
           params + R"(},
-          "zero_optimization": {"stage": 0, "reduce_bucket_size": 20}})",
+          "zero_optimization": {"stage": 0, "reduce_bucket_size": 20)" +
+          (offload.empty() ? std::string() : R"(, "offload_optimizer": )" + offload) + R"(}})",
       opts);
 }
 
@@ -438,13 +450,19 @@ inline void backward_stage2(dspp::Device& dev, dspp::ZeroStage& stage,
 // AdamW through ZeRO stage `stage` (0, 1 or 2) at world 1 on `dev`'s memory with the working copy
 // in `dtype` (f32, bf16, f16). Stages 1 and 2 partition over one rank: the partition is the whole
 // flat buffer. Stage 2's gradients go through backward_stage2 (its own device memory); stages 0
-// and 1 read the engine's flat_grads, written by the test.
-inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no) {
-  INFO("zero stage " << stage_no << ", working dtype " << dtype_name(dtype));
+// and 1 read the engine's flat_grads, written by the test. `offload`: the JSON of
+// zero_optimization.offload_optimizer with device "cpu" (ZeRO-Offload: the master and the
+// optimizer's states in host memory, the optimizer stepping on the CPU), or "" for none.
+inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no,
+                          const std::string& offload = "") {
+  INFO("zero stage " << stage_no << ", working dtype " << dtype_name(dtype)
+                     << (offload.empty() ? "" : ", offload_optimizer " + offload));
   const bool mixed = dtype != DSPP_F32;
   const bool owns_grads = stage_no == 2;
+  const bool offloaded = !offload.empty();
+  const dspp_device states_on{offloaded ? DSPP_DEVICE_CPU : DSPP_DEVICE_CUDA, 0};
   const dspp_host_api* host = host_with_device(&dev);
-  const dspp::Config cfg = test_config();
+  const dspp::Config cfg = test_config("", offload);
   const PluginLib adam_lib(DSPP_OPTIMIZER_ADAM_PATH);
   const char* paths[] = {DSPP_ZERO_STAGE0_PATH, DSPP_ZERO_STAGE1_PATH, DSPP_ZERO_STAGE2_PATH};
   REQUIRE((stage_no >= 0 && stage_no <= 2));
@@ -494,7 +512,7 @@ inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no) {
       }
     };
 
-    // The optimizer's states live on the device, zero-initialised.
+    // The optimizer's states live on the device (in host memory under offload), zero-initialised.
     REQUIRE(opt->num_states() == 2);
     dspp_tensor_view mv{}, vv{};
     const char* name = nullptr;
@@ -502,8 +520,8 @@ inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no) {
     CHECK(std::string(name) == "exp_avg");
     check(opt->state(1, &name, &vv), "state 1");
     CHECK(std::string(name) == "exp_avg_sq");
-    CHECK(mv.device.type == DSPP_DEVICE_CUDA);
-    CHECK(vv.device.type == DSPP_DEVICE_CUDA);
+    CHECK(mv.device.type == states_on.type);
+    CHECK(vv.device.type == states_on.type);
     CHECK(numel(mv) == kFlat);
     expect_bits("exp_avg at init", download(dev, mv), std::vector<float>(kFlat, 0.f), 0, kFlat);
 
@@ -512,10 +530,11 @@ inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no) {
     CHECK(shard.begin == 0);
     CHECK(shard.end == kFlat);
     CHECK(shard.optimizer_begin == 0);
-    CHECK(shard.values.device.type == DSPP_DEVICE_CUDA);
+    CHECK(shard.values.device.type == states_on.type);  // offload: the master in host memory
     CHECK(shard.values.dtype == DSPP_F32);
     CHECK(numel(shard.values) == kFlat);
-    if (!mixed) CHECK(shard.values.data == params.view().data);  // fp32: the values are the master
+    // fp32 without offload: the values are the master.
+    if (!mixed && !offloaded) CHECK(shard.values.data == params.view().data);
     expect_bits("master at init", download(dev, shard.values), p0, 0, kFlat);
     expect_bits("working copy at init", params.get(), p0, 0, kFlat);
 
@@ -523,9 +542,10 @@ inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no) {
     check(stage->memory(&mem), "memory");
     CHECK(mem.param_bytes == kFlat * static_cast<int64_t>(dtype_bytes(dtype)));
     CHECK(mem.grad_bytes == kFlat * 4);  // stage 2: its partition's accumulator, the whole here
-    CHECK(mem.master_bytes == (mixed ? kFlat * 4 : 0));
+    CHECK(mem.master_bytes == (mixed || offloaded ? kFlat * 4 : 0));
     CHECK(mem.optimizer_state_bytes == 2 * kFlat * 4);
     if (owns_grads) CHECK(mem.buffer_bytes >= (2 * 20 + 13) * 4);  // two buckets, the tied slots
+    if (offloaded) CHECK(mem.buffer_bytes >= kFlat * 4);           // the host gradient
 
     // The float64 reference.
     std::vector<double> master(p0.begin(), p0.end()), m(kFlat, 0.0), v(kFlat, 0.0);
@@ -696,8 +716,8 @@ inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no) {
       expect_bits("working copy after after_load", params.get(), want, 0, kFlat);
     }
 
-    // The optimizer takes device views only of its own device.
-    {
+    // The optimizer takes views of its own device only (host memory under offload).
+    if (!offloaded) {
       std::vector<float> host_buf(kFlat, 0.f);
       dspp::StepArgs a{};
       a.params = shard.values;
@@ -707,6 +727,13 @@ inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no) {
       a.step = 1;
       const std::string e = error_of([&] { check(opt->step(&a), "adamw step"); });
       CHECK(contains(e, "adamw: grads must be memory of cuda:0"));
+    } else {
+      dspp::StepArgs a{};
+      a.params = shard.values;
+      a.grads = grads.view();
+      a.step = 1;
+      const std::string e = error_of([&] { check(opt->step(&a), "adamw step"); });
+      CHECK(contains(e, "adamw: grads must be host memory"));
     }
   }
   host_with_device(nullptr);
@@ -716,6 +743,28 @@ inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no) {
 // AdamW through ZeRO stage 0 (the first GPU path's scenario).
 inline void stage0_adamw(dspp::Device& dev, int32_t dtype) {
   (void)zero_adamw(dev, dtype, 0);
+}
+
+// ZeRO-Offload against the same stage without it: the CPU optimizer and the device's adam_step
+// compute the same fp32 formula, so master and moments agree to 1e-6 (and each run meets the
+// float64 reference's bounds by itself).
+inline void offload_agrees(dspp::Device& dev, int32_t dtype, int stage_no,
+                           const std::string& offload) {
+  const Outcome base = zero_adamw(dev, dtype, stage_no);
+  const Outcome off = zero_adamw(dev, dtype, stage_no, offload);
+  INFO("stage " << stage_no << ", " << dtype_name(dtype) << ": offload_optimizer " << offload
+                << " vs none");
+  REQUIRE(off.master.size() == static_cast<size_t>(kFlat));
+  auto as_double = [](const std::vector<float>& v) {
+    return std::vector<double>(v.begin(), v.end());
+  };
+  expect_close("master", off.master, as_double(base.master), 0, kFlat, 1e-6, 0.0);
+  expect_close("exp_avg", off.exp_avg, as_double(base.exp_avg), 0, kFlat, 1e-6, 0.0);
+  expect_close("exp_avg_sq", off.exp_avg_sq, as_double(base.exp_avg_sq), 0, kFlat, 1e-6, 0.0);
+  // The working copies are each their master rounded (checked in the runs): within 1e-6 plus an
+  // ulp of the working dtype where the masters straddle a rounding boundary.
+  const double ulp = dtype == DSPP_BF16 ? 0x1p-7 : dtype == DSPP_F16 ? 0x1p-10 : 0.0;
+  expect_close("working copy", off.working, as_double(base.working), 0, kFlat, 1e-6, ulp);
 }
 
 // Stages 1 and 2 against stage 0 at world 1: the same arithmetic in the same order, so the same

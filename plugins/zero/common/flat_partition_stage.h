@@ -6,7 +6,8 @@
 // On a GPU (ZeroSetup::device CUDA: init_device) the working copy is stored in its own dtype
 // (bf16/f16 under mixed precision, 2 bytes an element) and the master is f32 device memory; the
 // small helpers below (scale, round, norm, publish) run on the host's device then, so each stage
-// keeps one code path for both.
+// keeps one code path for both. Under ZeRO-Offload (offload_optimizer.device "cpu", on a GPU only)
+// the partition's master is host memory and the optimizer steps it on the CPU (MasterWeights).
 #pragma once
 
 #include "master_weights.h"
@@ -19,7 +20,10 @@ namespace dspp::zero_common {
 
 class FlatPartitionStage : public StageBase {
  public:
-  using StageBase::StageBase;
+  // `offload_chunk`: the most elements the offloaded master moves through device scratch at once.
+  FlatPartitionStage(const dspp_host_api* host, const plugin::ConfigReader& cfg,
+                     int64_t offload_chunk)
+      : StageBase(host), offload_(offload_optimizer(cfg)), offload_chunk_(offload_chunk) {}
 
   dspp_status shard(ZeroShard* out) noexcept override {
     // On a GPU a device view: the engine copies it to and from the host.
@@ -78,6 +82,10 @@ class FlatPartitionStage : public StageBase {
     check_device_setup(setup_, me, with_grads);
     ops_ = DeviceOps::of(host_, setup_.device, me);
   }
+  // Where the optimizer runs: the setup's device, or the CPU under ZeRO-Offload on a GPU.
+  dspp_device optimizer_device() const {
+    return gpu_ && offload_.cpu ? dspp_device{DSPP_DEVICE_CPU, 0} : setup_.device;
+  }
   // The master of the partition (after part_ is set); on a GPU also the trained ranges of the
   // partition and the norm's accumulator.
   void init_master() {
@@ -85,7 +93,12 @@ class FlatPartitionStage : public StageBase {
       master_.init(host_, setup_.working_dtype, working(), part_.size());
       return;
     }
-    master_.init_device(ops_, setup_.working_dtype, working_view());
+    if (offload_.cpu) {
+      master_.init_offload(host_, ops_, setup_.working_dtype, working_view(), offload_.pin,
+                           offload_chunk_);
+    } else {
+      master_.init_device(ops_, setup_.working_dtype, working_view());
+    }
     ranges_ = merged_ranges(part_.segments);
     norm_acc_.reset(ops_, DSPP_F64, 1);
   }
@@ -136,6 +149,8 @@ class FlatPartitionStage : public StageBase {
     return flat_numel_ * (gpu_ ? element_bytes(setup_.flat_params.dtype) : 4);
   }
 
+  Offload offload_;
+  int64_t offload_chunk_;
   ZeroSetup setup_{};
   Partition part_;
   int64_t flat_numel_ = 0;

@@ -326,8 +326,10 @@ struct Partition {
 };
 
 // Cuts the flat buffer for this rank and sets the optimizer up over its partition only (so its
-// states are that partition's size).
-inline Partition partition_optimizer(const ZeroSetup& s, int64_t flat_numel, const char* stage) {
+// states are that partition's size), for `opt_device` (the setup's device, or the CPU under
+// ZeRO-Offload).
+inline Partition partition_optimizer(const ZeroSetup& s, int64_t flat_numel, const char* stage,
+                                     dspp_device opt_device) {
   if (!s.optimizer) {
     throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
                       std::string(stage) +
@@ -343,9 +345,12 @@ inline Partition partition_optimizer(const ZeroSetup& s, int64_t flat_numel, con
   p.segments = segments_in(s, p.begin, p.end);
   OptimizerSetup os{p.segments.data(), static_cast<int32_t>(p.segments.size()),
                     s.groups,          s.num_groups,
-                    p.size(),          s.device};
+                    p.size(),          opt_device};
   pass_through(s.optimizer->init(&os));
   return p;
+}
+inline Partition partition_optimizer(const ZeroSetup& s, int64_t flat_numel, const char* stage) {
+  return partition_optimizer(s, flat_numel, stage, s.device);
 }
 
 // zero_optimization.reduce_bucket_size, checked.
@@ -357,6 +362,27 @@ inline int64_t reduce_bucket_size(const plugin::ConfigReader& cfg) {
         "zero_optimization.reduce_bucket_size must be at least 1, got " + std::to_string(b));
   }
   return b;
+}
+
+// zero_optimization.offload_optimizer: DeepSpeed's ZeRO-Offload. device "cpu" keeps the fp32
+// master and the optimizer's states in host memory and steps them with the CPU optimizer; it
+// changes nothing where the engine computes on the CPU (everything is host memory there already).
+// pin_memory (default true): page-locked host memory for the master and the host gradient.
+struct Offload {
+  bool cpu = false;
+  bool pin = true;
+};
+inline Offload offload_optimizer(const plugin::ConfigReader& cfg) {
+  Offload o;
+  const std::string d = cfg.get_string("offload_optimizer.device", "none");
+  if (d == "cpu") {
+    o.cpu = true;
+  } else if (d != "none") {
+    throw StatusError(DSPP_ERR_NOT_SUPPORTED, "zero_optimization.offload_optimizer.device '" + d +
+                                                  "' is not supported; use cpu or none");
+  }
+  o.pin = cfg.get_bool("offload_optimizer.pin_memory", true);
+  return o;
 }
 
 // What every stage shares: the host, guard() for the noexcept boundary, and hooks that do nothing

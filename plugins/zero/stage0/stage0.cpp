@@ -14,6 +14,11 @@
 // buffer, scaled and all-reduced on the device (the comm plugin, NCCL, takes device memory); the
 // squared norm of the trained ranges is accumulated into one f64 on the device and copied to the
 // host once. The optimizer gets device views (adam/adamw have device kernels).
+//
+// ZeRO-Offload on a GPU (zero_optimization.offload_optimizer.device "cpu"): the fp32 master of the
+// whole flat buffer and the optimizer's states live in host memory and the optimizer, set up for
+// the CPU, steps them there; each step copies the reduced (and scaled) gradient down and the
+// stepped master up, cast into the working copy on the device (common/master_weights.h).
 #include "../common/device_ops.h"
 #include "../common/master_weights.h"
 
@@ -33,7 +38,9 @@ namespace zc = dspp::zero_common;
 class Stage0 final : public zc::StageBase {
  public:
   Stage0(const dspp_host_api* host, ConfigReader cfg)
-      : StageBase(host), bucket_(zc::reduce_bucket_size(cfg)) {}
+      : StageBase(host),
+        bucket_(zc::reduce_bucket_size(cfg)),
+        offload_(zc::offload_optimizer(cfg)) {}
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
@@ -116,8 +123,17 @@ class Stage0 final : public zc::StageBase {
     return guard([&] {
       // Each rank loaded its share of the master (or of the fp32 parameters): gather the rest.
       if (gpu_) {
-        zc::gather_partitions(setup_, zc::equal_bounds(flat_numel_, setup_.dp->size()), false,
-                              values());
+        const std::vector<int64_t> b = zc::equal_bounds(flat_numel_, setup_.dp->size());
+        if (master_.offloaded() && setup_.dp->size() > 1) {
+          // The master is host memory: gather the loaded shares in a device copy of it.
+          zc::DeviceBuffer whole;
+          whole.reset(ops_, DSPP_F32, flat_numel_);
+          master_.master_to_device(whole.view());
+          zc::gather_partitions(setup_, b, false, whole.view());
+          master_.master_from_device(whole.view());
+        } else {
+          zc::gather_partitions(setup_, b, false, values());
+        }
         master_.publish(working());
         return;
       }
@@ -149,7 +165,8 @@ class Stage0 final : public zc::StageBase {
       out->grad_bytes = flat_numel_ * 4;
       out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
-      out->buffer_bytes = gpu_ ? grad16_.bytes() + norm_.bytes() : 0;
+      out->buffer_bytes =
+          gpu_ ? grad16_.bytes() + norm_.bytes() + master_.offload_buffer_bytes() : 0;
     });
   }
 
@@ -167,15 +184,21 @@ class Stage0 final : public zc::StageBase {
     flat_numel_ = setup_.flat_grads.shape[0];
     segments_ = zc::segments_in(setup_, 0, flat_numel_);
     ranges_ = zc::merged_ranges(segments_);
-    master_.init_device(ops_, setup_.working_dtype, working());
+    if (offload_.cpu) {
+      master_.init_offload(host_, ops_, setup_.working_dtype, working(), offload_.pin, bucket_);
+    } else {
+      master_.init_device(ops_, setup_.working_dtype, working());
+    }
     // The 16-bit image of the local gradient (mixed precision only), and the norm's accumulator.
     if (mixed) grad16_.reset(ops_, setup_.working_dtype, flat_numel_);
     norm_.reset(ops_, DSPP_F64, 1);
     gpu_ = true;
     if (setup_.optimizer) {
+      // Under offload the optimizer runs on the CPU, over the host master.
+      const dspp_device opt_where = offload_.cpu ? dspp_device{DSPP_DEVICE_CPU, 0} : where;
       dspp::OptimizerSetup os{segments_.data(), static_cast<int32_t>(segments_.size()),
                               setup_.groups,    setup_.num_groups,
-                              flat_numel_,      where};
+                              flat_numel_,      opt_where};
       pass_through(setup_.optimizer->init(&os));
     }
   }
@@ -205,7 +228,7 @@ class Stage0 final : public zc::StageBase {
     for (const zc::FlatRange& r : ranges_) ops_.scale(zc::slice_of(g, r.begin, r.end - r.begin), c);
     dspp::StepArgs a = *args;
     a.params = values();
-    a.grads = g;
+    a.grads = master_.optimizer_grads(g);  // offload: copied to host memory
     pass_through(setup_.optimizer->step(&a));
     master_.publish(working());
   }
@@ -217,6 +240,7 @@ class Stage0 final : public zc::StageBase {
   dspp_tensor_view values() const { return master_.view(working()); }
 
   int64_t bucket_;
+  zc::Offload offload_;  // a GPU only: the CPU has nothing to offload
   dspp::ZeroSetup setup_{};
   std::vector<dspp::ParamSegment> segments_;
   int64_t flat_numel_ = 0;

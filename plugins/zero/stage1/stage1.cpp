@@ -39,7 +39,8 @@ namespace zc = dspp::zero_common;
 class Stage1 final : public zc::FlatPartitionStage {
  public:
   Stage1(const dspp_host_api* host, ConfigReader cfg)
-      : FlatPartitionStage(host), bucket_(zc::reduce_bucket_size(cfg)) {}
+      : FlatPartitionStage(host, cfg, zc::reduce_bucket_size(cfg)),
+        bucket_(zc::reduce_bucket_size(cfg)) {}
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
@@ -50,7 +51,7 @@ class Stage1 final : public zc::FlatPartitionStage {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT, "zero/stage1: flat buffers must be fp32");
       }
       flat_numel_ = setup_.flat_grads.shape[0];
-      part_ = zc::partition_optimizer(setup_, flat_numel_, me);
+      part_ = zc::partition_optimizer(setup_, flat_numel_, me, optimizer_device());
       zc::check_working_dtype(setup_.working_dtype, me);
       // Every rank rounds the whole working copy (identical everywhere after the engine's
       // broadcast), so the first forward sees 16-bit values before any gather. (On a GPU it is
@@ -98,7 +99,7 @@ class Stage1 final : public zc::FlatPartitionStage {
       scale_partition_segments(g, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
       a.params = values();
-      a.grads = g;
+      a.grads = master_.optimizer_grads(g);  // offload: copied to host memory
       pass_through(setup_.optimizer->step(&a));
       publish();
       zc::gather_partitions(setup_, part_.bounds, part_.whole);
@@ -118,7 +119,7 @@ class Stage1 final : public zc::FlatPartitionStage {
       out->grad_bytes = flat_numel_ * 4;
       out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
-      out->buffer_bytes = half_.bytes() + norm_acc_.bytes();
+      out->buffer_bytes = half_.bytes() + norm_acc_.bytes() + master_.offload_buffer_bytes();
     });
   }
 

@@ -26,7 +26,8 @@ namespace zc = dspp::zero_common;
 class Stage2 final : public zc::FlatPartitionStage {
  public:
   Stage2(const dspp_host_api* host, ConfigReader cfg)
-      : FlatPartitionStage(host), bucket_size_(zc::reduce_bucket_size(cfg)) {}
+      : FlatPartitionStage(host, cfg, zc::reduce_bucket_size(cfg)),
+        bucket_size_(zc::reduce_bucket_size(cfg)) {}
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
@@ -34,7 +35,7 @@ class Stage2 final : public zc::FlatPartitionStage {
       setup_ = *s;
       init_device(me, false);  // on a GPU: checks the buffers, takes the host's device
       flat_numel_ = setup_.flat_params.shape[0];
-      part_ = zc::partition_optimizer(setup_, flat_numel_, me);
+      part_ = zc::partition_optimizer(setup_, flat_numel_, me, optimizer_device());
       grads_.init(host_, setup_, part_, flat_numel_, bucket_size_, gpu_ ? &ops_ : nullptr);
       zc::check_working_dtype(setup_.working_dtype, me);
       // Every rank rounds the whole working copy (identical everywhere after the engine's
@@ -70,7 +71,7 @@ class Stage2 final : public zc::FlatPartitionStage {
       scale_partition_segments(g, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
       a.params = values();
-      a.grads = g;
+      a.grads = master_.optimizer_grads(g);  // offload: copied to host memory
       pass_through(setup_.optimizer->step(&a));
       publish();
       zc::gather_partitions(setup_, part_.bounds, part_.whole);
@@ -87,7 +88,8 @@ class Stage2 final : public zc::FlatPartitionStage {
       out->grad_bytes = grads_.acc_bytes();  // the partition's accumulated gradient
       out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
-      out->buffer_bytes = grads_.buffer_bytes() + norm_acc_.bytes();
+      out->buffer_bytes =
+          grads_.buffer_bytes() + norm_acc_.bytes() + master_.offload_buffer_bytes();
     });
   }
 
