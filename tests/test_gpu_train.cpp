@@ -237,6 +237,20 @@ TEST_CASE("ds-train in fp16 on the GPU follows the fp32 CPU run") {
   sixteen_bit_follows_fp32("fp16", 0.0, 5e-2);
 }
 
+TEST_CASE("ZeRO-Offload on the GPU trains as without it (bf16 ZeRO 2)") {
+  // The fp32 master and AdamW's states on the host, stepped by the CPU Adam, against the same run
+  // with everything on the GPU: the same fp32 formula on both sides, so the runs agree to rounding.
+  const std::string common = "--set bf16.enabled=true --set zero_optimization.stage=2 ";
+  const Run gpu = ds_train("cuda", common, "z2_gpu");
+  const Run off =
+      ds_train("cuda", common + "--set zero_optimization.offload_optimizer.device=cpu", "z2_off");
+  REQUIRE(off.losses.size() == gpu.losses.size());
+  for (size_t i = 0; i < gpu.losses.size(); ++i) {
+    INFO("step " << i + 1 << " on the GPU " << gpu.losses[i] << " offloaded " << off.losses[i]);
+    CHECK(std::fabs(off.losses[i] - gpu.losses[i]) <= 1e-5 * std::fabs(gpu.losses[i]));
+  }
+}
+
 TEST_CASE("a GPU checkpoint resumes on the GPU where it left off (bf16)") {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() /
                                     ("dspp_gpu_ckpt_" + std::to_string(::getpid()));
