@@ -7,7 +7,8 @@
 # then compute-sanitizer memcheck over the GPU test binaries, and prints a summary. Logs go to $OUT.
 #
 # DSPP_GPU_STEPS      which steps, default "build test memcheck"; "train" adds the GPT-2 124M
-#                     runs of ds-train (bf16, on the embedded task and on a token file)
+#                     runs of ds-train (bf16, on the embedded task and on a token file); "multi"
+#                     the several-GPU runs of scripts/gpu/multi_gpu.sh (needs 2 GPUs)
 # DSPP_GPU_CTEST      extra ctest arguments (e.g. "-R gpu")
 # DSPP_GPU_BUILD      build folder, default /tmp/dspp-build (kept while the machine stays warm)
 set -uo pipefail
@@ -139,6 +140,12 @@ PY
     grep -E "ds-train: (device|model|data)|^final|tokens/s|error" "$OUT/train-$name.log" | tail -8 |
       tee -a "$summary"
   done
+fi
+
+if [[ " $STEPS " == *" multi "* && "$rc_build" != [1-9]* ]]; then
+  t0=$SECONDS
+  bash "$SRC/scripts/gpu/multi_gpu.sh" "$B" 2>&1 | tee -a "$summary"
+  echo "multi: in $((SECONDS - t0)) s" | tee -a "$summary"
 fi
 
 echo "=== summary ==="
