@@ -1,5 +1,6 @@
 // ProcessGroup: a communicator plus the counting layer every collective goes through (the comms
 // logger and the ZeRO volume checks read it), and the one-rank communicator a single process uses.
+#include <dspp/device.h>
 #include <dspp/dist.h>
 #include <dspp/error.h>
 #include <dspp/plugins.h>
@@ -298,22 +299,57 @@ void run(dspp_status s, CommWork*& work) {  // by reference: read after the call
 
 }  // namespace
 
+namespace {
+
+// comm/nccl moves GPU memory only: a host tensor of the core's own collectives goes through a
+// copy on the compute device (and back when it is written).
+bool staged(const Tensor& t) {
+  return t.defined() && t.device().type == DSPP_DEVICE_CPU && dist::comm_needs_device_memory() &&
+         current_device().type == DSPP_DEVICE_CUDA;
+}
+
+}  // namespace
+
 void ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
+  if (staged(t)) {
+    Tensor d = t.to(current_device());
+    all_reduce(d, op);
+    Tensor(t).copy_from(d);
+    return;
+  }
   CommWork* w = nullptr;
   run(comm()->all_reduce(t.view(), op, &w), w);
 }
 
 void ProcessGroup::broadcast(const Tensor& t, int root) {
+  if (staged(t)) {
+    Tensor d = t.to(current_device());
+    broadcast(d, root);
+    Tensor(t).copy_from(d);
+    return;
+  }
   CommWork* w = nullptr;
   run(comm()->broadcast(t.view(), root, &w), w);
 }
 
 void ProcessGroup::all_gather(const Tensor& in, const Tensor& out) {
+  if (staged(in) || staged(out)) {
+    Tensor o = out.to(current_device());
+    all_gather(in.to(current_device()), o);
+    Tensor(out).copy_from(o);
+    return;
+  }
   CommWork* w = nullptr;
   run(comm()->all_gather(in.view(), out.view(), &w), w);
 }
 
 void ProcessGroup::reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) {
+  if (staged(in) || staged(out)) {
+    Tensor o = out.to(current_device());
+    reduce_scatter(in.to(current_device()), o, op);
+    Tensor(out).copy_from(o);
+    return;
+  }
   CommWork* w = nullptr;
   run(comm()->reduce_scatter(in.view(), out.view(), op, &w), w);
 }

@@ -38,6 +38,7 @@ struct World {
   std::unique_ptr<KvStoreAdapter> kv;
   std::shared_ptr<PluginRegistry> registry;  // keeps the comm plugin's library loaded
   std::shared_ptr<CommBackend> backend;
+  std::string backend_name;
   std::shared_ptr<ProcessGroup> world;
   int64_t plugin_checks = 0;  // how many check_plugins_match() calls this process made
   int64_t groups_made = 0;
@@ -185,6 +186,7 @@ std::shared_ptr<World> start_world(const DistOptions& o) {
   w->registry = std::make_shared<PluginRegistry>();
   w->registry->scan(PluginRegistry::search_path(o.plugin_paths));
   w->backend = w->registry->create<CommBackend>(DSPP_KIND_COMM, o.backend, empty_config_view());
+  w->backend_name = o.backend;
   const std::string local = local_address_towards(w->env.master_addr);
   CommInitArgs args{w->kv->c(),
                     w->env.rank,
@@ -204,6 +206,15 @@ std::shared_ptr<World> start_world(const DistOptions& o) {
                         o.backend + " on " + local);
   return w;
 }
+
+}  // namespace
+
+bool comm_needs_device_memory() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_world && g_world->backend_name == "nccl";
+}
+
+namespace {
 
 std::shared_ptr<World> world_or_throw() {
   std::lock_guard<std::mutex> lock(g_mu);

@@ -38,6 +38,10 @@ struct MeshGroups {
 };
 MeshGroups make_mesh_groups(const Mesh& mesh);
 
+// Whether the world's comm plugin moves GPU memory only (comm/nccl): the core's own collectives
+// over host tensors (loss averages, checkpoint summaries) then go through a device copy.
+bool comm_needs_device_memory();
+
 // The one-rank communicator of a single process.
 std::shared_ptr<Communicator> make_self_communicator();
 
