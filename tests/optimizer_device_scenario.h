@@ -14,8 +14,8 @@
 // them, and AdamW the 1-d ones). Group 0 has weight decay 0.1, group 1 none.
 //
 // What must match:
-//  - elementwise steps (Muon's momentum and AdamW half): bit for bit, every element of the flat
-//    buffers and of every state (NaN compares as NaN). The device kernels evaluate the CPU
+//  - elementwise steps (SGD, Muon's momentum and AdamW half): bit for bit, every element of the
+//    flat buffers and of every state (NaN compares as NaN). The device kernels evaluate the CPU
 //    kernels' fp32 expressions in their order, with the constants from the same code.
 //  - Muon's matrices: the Newton-Schulz GEMMs sum in another order (cuBLASLt, or the fake's
 //    plain loops, against OpenBLAS), so the orthogonalised update O differs by fp32 rounding
@@ -311,6 +311,30 @@ inline std::vector<OptCase> muon_cases() {
   c.label = "muon, ns standard, AdamW half L2";
   c.params = R"({"lr": 0.02, "momentum": 0.95, "ns_method": "standard", "adam_lr": 0.003,
                  "adam_w_mode": false})";
+  out.push_back(c);
+  return out;
+}
+
+// SGD (torch.optim.SGD): Nesterov, dampened momentum, plain with maximize, and momentum turned on
+// by the scheduler at step 2 (the buffer starts then, as d).
+inline std::vector<OptCase> sgd_cases() {
+  std::vector<OptCase> out;
+  OptCase c;
+  c.path = DSPP_OPTIMIZER_SGD_PATH;
+  c.name = "sgd";
+  c.type = "SGD";
+  c.label = "sgd, nesterov";
+  c.params = R"({"lr": 0.01, "momentum": 0.9, "nesterov": true})";
+  out.push_back(c);
+  c.label = "sgd, momentum with dampening";
+  c.params = R"({"lr": 0.01, "momentum": 0.9, "dampening": 0.1})";
+  out.push_back(c);
+  c.label = "sgd, plain, maximize";
+  c.params = R"({"lr": 0.01, "maximize": true})";
+  out.push_back(c);
+  c.label = "sgd, momentum from the scheduler at step 2";
+  c.params = R"({"lr": 0.01})";
+  c.betas1 = {0.9, 0.8};
   out.push_back(c);
   return out;
 }

@@ -1,8 +1,9 @@
 // The optimizers' device steps (device/cuda, DeviceKernels version 3) against their CPU path on
 // the same segments, groups, values and gradients: Muon (wide, tall, square and batched matrices,
-// "gram" and "standard" Newton-Schulz, a non-finite gradient) with its AdamW half. Elementwise
-// results bit for bit; Muon's matrices within the bound that optimizer_device_scenario.h derives
-// (its GEMMs sum in cuBLASLt's order, the CPU's in OpenBLAS's).
+// "gram" and "standard" Newton-Schulz, a non-finite gradient) with its AdamW half, and SGD.
+// Elementwise results bit for bit; Muon's matrices within the bound that
+// optimizer_device_scenario.h derives (its GEMMs sum in cuBLASLt's order, the CPU's in
+// OpenBLAS's).
 // test_zero_device_fake runs the same scenario on a host-memory stand-in for the device. Skipped
 // (exit 77) without a GPU; see tests/gpu_main.cpp. DSPP_KERNEL_TEST_VERBOSE=1 prints the measured
 // differences.
@@ -37,4 +38,9 @@ TEST_CASE("muon on the GPU equals the CPU's: elementwise bit for bit, Newton-Sch
           "[gpu][optimizer][muon]") {
   Gpu gpu;
   for (const odev::OptCase& c : odev::muon_cases()) odev::compare_with_cpu(*gpu.dev, c);
+}
+
+TEST_CASE("sgd on the GPU equals the CPU's bit for bit", "[gpu][optimizer]") {
+  Gpu gpu;
+  for (const odev::OptCase& c : odev::sgd_cases()) odev::compare_with_cpu(*gpu.dev, c);
 }

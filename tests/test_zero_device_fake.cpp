@@ -668,6 +668,12 @@ TEST_CASE("muon on a fake device equals the CPU's: elementwise bit for bit, NS w
   CHECK(dev.live_blocks() == 0);  // the states and the Newton-Schulz scratch were freed
 }
 
+TEST_CASE("sgd on a fake device equals the CPU's", "[optimizer][device]") {
+  FakeDevice dev;
+  for (const odev::OptCase& c : odev::sgd_cases()) odev::compare_with_cpu(dev, c);
+  CHECK(dev.live_blocks() == 0);
+}
+
 TEST_CASE("device refusals on a fake device: amsgrad and zero stages 1-3", "[zero][device]") {
   FakeDevice dev;
   zdev::device_refusals(dev);
@@ -692,7 +698,8 @@ TEST_CASE("kernels of version 2 refuse the optimizers that need version 3, befor
     const char* name;
     const char* needs;
   };
-  const Opt opts[] = {{DSPP_OPTIMIZER_MUON_PATH, "muon", "muon_momentum"}};
+  const Opt opts[] = {{DSPP_OPTIMIZER_MUON_PATH, "muon", "muon_momentum"},
+                      {DSPP_OPTIMIZER_SGD_PATH, "sgd", "sgd_step"}};
   for (const Opt& o : opts) {
     INFO(o.name);
     const zdev::PluginLib lib(o.path);
