@@ -14,9 +14,14 @@
 // them, and AdamW the 1-d ones). Group 0 has weight decay 0.1, group 1 none.
 //
 // What must match:
-//  - elementwise steps (SGD, Muon's momentum and AdamW half): bit for bit, every element of the
-//    flat buffers and of every state (NaN compares as NaN). The device kernels evaluate the CPU
-//    kernels' fp32 expressions in their order, with the constants from the same code.
+//  - elementwise steps (Adam/AdamW, SGD, Lion, Adagrad, Muon's momentum and AdamW half, LAMB's
+//    moments): bit for bit, every element of the flat buffers and of every state (NaN compares
+//    as NaN). The device kernels evaluate the CPU kernels' fp32 expressions in their order, with
+//    the constants from the same code.
+//  - LAMB's parameters: within 2 t ulp after step t. Its trust ratio divides two norms that the
+//    CPU sums with a SIMD reduction and the device with its fixed tree, so the ratio may differ in
+//    its last double bits and the fp32 scale, rarely, by an ulp; p then moves by about an ulp
+//    more or less. (The moments do not depend on p: bit for bit.)
 //  - Muon's matrices: the Newton-Schulz GEMMs sum in another order (cuBLASLt, or the fake's
 //    plain loops, against OpenBLAS), so the orthogonalised update O differs by fp32 rounding
 //    that the iteration amplifies a little. The momentum, and so the input of NS, stays bit-equal
@@ -123,6 +128,7 @@ struct OptCase {
   const char* type;  // optimizer.type of the config
   std::string params;
   bool muon = false;  // Muon's bound on the USE_MUON segments, and the non-finite step
+  bool lamb = false;  // LAMB's bound on the parameters
   int64_t steps = 4;
   std::vector<double> betas1;  // StepArgs::betas1 from step 2 on (per group), when not empty
 };
@@ -250,7 +256,26 @@ inline void compare_with_cpu(dspp::Device& dev, const OptCase& c) {
       // Outside the segments: untouched.
       expect_same("the gaps", got, std::vector<float>(flat, kGapValue),
                   std::vector<bool>(lay.in_segment.begin(), lay.in_segment.end()));
-      if (!c.muon) {
+      if (c.lamb) {
+        // The trust ratios come from norms summed in another order: p within 2 t ulp.
+        int64_t bad = 0, differ = 0, worst = 0;
+        for (int64_t i = 0; i < flat; ++i) {
+          if (same_bits(got[i], cpu_p[i])) continue;
+          ++differ;
+          const double e = std::fabs(double(got[i]) - cpu_p[i]);
+          if (!(e <= 2.0 * static_cast<double>(t) * ulp_of(cpu_p[i]))) {
+            if (bad++ == 0) worst = i;
+          }
+        }
+        std::ostringstream os;
+        os.precision(9);
+        os << c.label << " step " << t << ": " << differ << " of " << flat
+           << " parameters differ from the cpu's, " << bad << " by more than " << 2 * t
+           << " ulp (first: got " << got[worst] << ", cpu " << cpu_p[worst] << ")";
+        if (verbose()) std::printf("%s\n", os.str().c_str());
+        INFO(os.str());
+        CHECK(bad == 0);
+      } else if (!c.muon) {
         expect_same("params", got, cpu_p);
       } else {
         std::vector<bool> muon_elem(flat, false);
@@ -335,6 +360,75 @@ inline std::vector<OptCase> sgd_cases() {
   c.label = "sgd, momentum from the scheduler at step 2";
   c.params = R"({"lr": 0.01})";
   c.betas1 = {0.9, 0.8};
+  out.push_back(c);
+  return out;
+}
+
+// Lion, with its configured betas and with beta1 from the scheduler.
+inline std::vector<OptCase> lion_cases() {
+  std::vector<OptCase> out;
+  OptCase c;
+  c.path = DSPP_OPTIMIZER_LION_PATH;
+  c.name = "lion";
+  c.type = "Lion";
+  c.label = "lion";
+  c.params = R"({"lr": 0.001, "betas": [0.9, 0.99]})";
+  out.push_back(c);
+  c.label = "lion, beta1 from the scheduler";
+  c.betas1 = {0.85, 0.95};
+  out.push_back(c);
+  return out;
+}
+
+// Adagrad: lr_decay and a starting accumulator; maximize.
+inline std::vector<OptCase> adagrad_cases() {
+  std::vector<OptCase> out;
+  OptCase c;
+  c.path = DSPP_OPTIMIZER_ADAGRAD_PATH;
+  c.name = "adagrad";
+  c.type = "Adagrad";
+  c.label = "adagrad, lr_decay, initial_accumulator_value";
+  c.params = R"({"lr": 0.01, "lr_decay": 0.01, "initial_accumulator_value": 0.1})";
+  out.push_back(c);
+  c.label = "adagrad, maximize";
+  c.params = R"({"lr": 0.01, "eps": 1e-8, "maximize": true})";
+  out.push_back(c);
+  return out;
+}
+
+// LAMB: the defaults (bias correction, trust ratio clamped to [0.01, 10]) and eps inside the
+// square root without bias correction.
+inline std::vector<OptCase> lamb_cases() {
+  std::vector<OptCase> out;
+  OptCase c;
+  c.path = DSPP_OPTIMIZER_LAMB_PATH;
+  c.name = "lamb";
+  c.type = "Lamb";
+  c.lamb = true;
+  c.label = "lamb";
+  c.params = R"({"lr": 0.001})";
+  out.push_back(c);
+  c.label = "lamb, eps inside sqrt, no bias correction, beta1 from the scheduler";
+  c.params = R"({"lr": 0.001, "eps_inside_sqrt": true, "bias_correction": false, "eps": 1e-6})";
+  c.betas1 = {0.8, 0.85};
+  out.push_back(c);
+  return out;
+}
+
+// Adam and AdamW (version 2's adam_step) in the same scenario: L2 and decoupled.
+inline std::vector<OptCase> adam_cases() {
+  std::vector<OptCase> out;
+  OptCase c;
+  c.path = DSPP_OPTIMIZER_ADAM_PATH;
+  c.name = "adamw";
+  c.type = "AdamW";
+  c.label = "adamw";
+  c.params = R"({"lr": 0.001, "betas": [0.9, 0.95]})";
+  out.push_back(c);
+  c.name = "adam";
+  c.type = "Adam";
+  c.label = "adam, L2 (adam_w_mode false)";
+  c.params = R"({"lr": 0.001, "adam_w_mode": false})";
   out.push_back(c);
   return out;
 }

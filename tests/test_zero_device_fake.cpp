@@ -668,9 +668,13 @@ TEST_CASE("muon on a fake device equals the CPU's: elementwise bit for bit, NS w
   CHECK(dev.live_blocks() == 0);  // the states and the Newton-Schulz scratch were freed
 }
 
-TEST_CASE("sgd on a fake device equals the CPU's", "[optimizer][device]") {
+TEST_CASE("sgd, lion, adagrad, lamb, adam on a fake device equal the CPU's",
+          "[optimizer][device]") {
   FakeDevice dev;
-  for (const odev::OptCase& c : odev::sgd_cases()) odev::compare_with_cpu(dev, c);
+  for (auto cases : {odev::sgd_cases(), odev::lion_cases(), odev::adagrad_cases(),
+                     odev::lamb_cases(), odev::adam_cases()}) {
+    for (const odev::OptCase& c : cases) odev::compare_with_cpu(dev, c);
+  }
   CHECK(dev.live_blocks() == 0);
 }
 
@@ -699,7 +703,10 @@ TEST_CASE("kernels of version 2 refuse the optimizers that need version 3, befor
     const char* needs;
   };
   const Opt opts[] = {{DSPP_OPTIMIZER_MUON_PATH, "muon", "muon_momentum"},
-                      {DSPP_OPTIMIZER_SGD_PATH, "sgd", "sgd_step"}};
+                      {DSPP_OPTIMIZER_SGD_PATH, "sgd", "sgd_step"},
+                      {DSPP_OPTIMIZER_LION_PATH, "lion", "lion_step"},
+                      {DSPP_OPTIMIZER_ADAGRAD_PATH, "adagrad", "adagrad_step"},
+                      {DSPP_OPTIMIZER_LAMB_PATH, "lamb", "lamb_moments"}};
   for (const Opt& o : opts) {
     INFO(o.name);
     const zdev::PluginLib lib(o.path);
