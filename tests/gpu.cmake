@@ -61,6 +61,18 @@ foreach(t dspp_optimizer_adam dspp_optimizer_sgd dspp_optimizer_lion dspp_optimi
   target_compile_definitions(test_gpu_zero_stages PRIVATE "${var}_PATH=\"$<TARGET_FILE:${t}>\"")
 endforeach()
 
+# The optimizers' device steps against their CPU path (optimizer_device_scenario.h;
+# test_zero_device_fake runs the same scenario on a fake device).
+dspp_add_gpu_test(test_gpu_optimizers SOURCES test_gpu_optimizers.cpp LIBS ${CMAKE_DL_LIBS})
+# (zero_device_scenario.h, which it includes, names the stages' libraries too.)
+foreach(t dspp_optimizer_adam dspp_optimizer_sgd dspp_optimizer_lion dspp_optimizer_lamb
+          dspp_optimizer_adagrad dspp_optimizer_muon dspp_zero_stage0 dspp_zero_stage1
+          dspp_zero_stage2 dspp_zero_stage3)
+  add_dependencies(test_gpu_optimizers ${t})
+  string(TOUPPER "${t}" var)
+  target_compile_definitions(test_gpu_optimizers PRIVATE "${var}_PATH=\"$<TARGET_FILE:${t}>\"")
+endforeach()
+
 # Training on the GPU vs the same training on the CPU: layers' gradients, and ds-train runs.
 dspp_add_gpu_test(test_gpu_train SOURCES test_gpu_train.cpp)
 add_dependencies(test_gpu_train ds-train dspp_zero_stage0 dspp_optimizer_adam

@@ -10,7 +10,10 @@
 //   bf16 outputs: ~1e-2 (one rounding to 8 bits of mantissa is 2^-9 = 2e-3 of the value);
 //   f16 outputs: ~2e-3 (one rounding to 11 bits is 2^-12 = 2.4e-4).
 // The optimizer kernels (DeviceKernels version 2): sum_squares within 1e-12 of a compensated f64
-// sum (see its test for why), adam_step bit for bit against the CPU kernel's fp32 expression.
+// sum (see its test for why), adam_step bit for bit against the CPU kernel's fp32 expression;
+// version 3: the steps of SGD, Lion, Adagrad and LAMB and Muon's elementwise pieces bit for bit
+// against the CPU kernels' fp32 expressions, transpose and add_diagonal exactly, divide_by_norm
+// bit for bit against the CPU's rounding of the root.
 // Failures print how many elements missed, the worst one (by its error over its bound) with its
 // index, both values and the bound. DSPP_KERNEL_TEST_VERBOSE=1 prints the worst ratio of every
 // check, also when it passes (to see how much room each bound leaves).
@@ -1380,6 +1383,393 @@ TEST_CASE("device/cuda kernels: adam_step matches the CPU kernel's fp32 bit for 
           DSPP_ERR_INVALID_ARGUMENT);
     CHECK(contains(dspp::last_plugin_error(), "adam_step: v must not be the same memory as m"));
     CHECK(dp.raw() == before);
+  }
+}
+
+// ---- optimizer kernels (version 3) ----------------------------------------------------------
+
+namespace {
+
+// The CPU plugins' element expressions (plugins/optimizer/*/*.cpp) in fp32, every operation
+// through a volatile float so each is rounded on its own, in the CPU's order (no contraction).
+void sgd_ref_element(float& p, float g, float& buf, const dspp::DeviceSgdConsts& k) {
+  const float pi = p;
+  volatile const float sg = k.sign * g;
+  volatile const float wp = k.wd * pi;
+  volatile const float d = sg + wp;
+  float u = d;
+  if (k.momentum != 0.0f) {
+    float b = d;
+    if (!k.first) {
+      volatile const float mb = k.momentum * buf;
+      volatile const float dd = k.one_minus_dampening * d;
+      b = mb + dd;
+    }
+    buf = b;
+    if (k.nesterov) {
+      volatile const float mb2 = k.momentum * b;
+      u = d + mb2;
+    } else {
+      u = b;
+    }
+  }
+  volatile const float step = k.lr * u;
+  p = pi - step;
+}
+
+void lion_ref_element(float& p, float g, float& m, const dspp::DeviceLionConsts& k) {
+  volatile const float bm = k.beta1 * m;
+  volatile const float bg = k.one_minus_beta1 * g;
+  volatile const float c = bm + bg;
+  const float sign = (c > 0.0f ? 1.0f : 0.0f) - (c < 0.0f ? 1.0f : 0.0f);
+  volatile const float decayed = p * k.decay;
+  volatile const float step = k.lr * sign;
+  p = decayed - step;
+  volatile const float bm2 = k.beta2 * m;
+  volatile const float bg2 = k.one_minus_beta2 * g;
+  m = bm2 + bg2;
+}
+
+void adagrad_ref_element(float& p, float g, float& sum, const dspp::DeviceAdagradConsts& k) {
+  const float pi = p;
+  volatile const float sg = k.sign * g;
+  volatile const float wp = k.wd * pi;
+  volatile const float gi = sg + wp;
+  volatile const float g2 = gi * gi;
+  volatile const float s = sum + g2;
+  sum = s;
+  volatile const float root = std::sqrt(static_cast<float>(s));
+  volatile const float denom = root + k.eps;
+  volatile const float ratio = gi / denom;
+  volatile const float step = k.clr * ratio;
+  p = pi - step;
+}
+
+float lamb_update_ref(float m, float v, float p, const dspp::DeviceLambConsts& k) {
+  float denom;
+  if (k.eps_inside_sqrt) {
+    volatile const float ve = v + k.eps;
+    denom = std::sqrt(static_cast<float>(ve));
+  } else {
+    volatile const float root = std::sqrt(v);
+    denom = root + k.eps;
+  }
+  volatile const float ratio = m / denom;
+  volatile const float wp = k.wd * p;
+  return ratio + wp;
+}
+
+void lamb_moments_ref_element(float p, float g, float& m, float& v, float& u,
+                              const dspp::DeviceLambConsts& k) {
+  volatile const float bm = k.beta1 * m;
+  volatile const float bg = k.one_minus_beta1 * g;
+  volatile const float mi = bm + bg;
+  volatile const float bv = k.beta2 * v;
+  volatile const float vg = k.one_minus_beta2 * g;
+  volatile const float vgg = vg * g;
+  volatile const float vi = bv + vgg;
+  m = mi;
+  v = vi;
+  u = lamb_update_ref(mi, vi, p, k);
+}
+
+void muon_momentum_ref_element(float g, float& m, float& u, float beta, float one_minus_beta) {
+  volatile const float bm = beta * m;
+  volatile const float bg = one_minus_beta * g;
+  volatile const float mi = bm + bg;
+  m = mi;
+  volatile const float bmi = beta * mi;
+  u = bg + bmi;
+}
+
+float decayed_ref(float p, float u, float decay, float step) {
+  volatile const float pd = p * decay;
+  volatile const float su = step * u;
+  return pd - su;
+}
+
+std::vector<float> floats(const std::vector<double>& d) {
+  return std::vector<float>(d.begin(), d.end());
+}
+std::vector<double> doubles(const std::vector<float>& f) {
+  return std::vector<double>(f.begin(), f.end());
+}
+
+}  // namespace
+
+TEST_CASE("device/cuda kernels: the version 3 optimizer steps match the CPU kernels bit for bit",
+          "[gpu][kernels][optimizer]") {
+  Gpu g;
+  REQUIRE(g.k->version() >= 3);
+  const float inf = std::numeric_limits<float>::infinity();
+  // 1027 and 100003: several blocks and a grid-stride tail; 1 and 5: a partial block.
+  const int64_t sizes[] = {1, 5, 1027, 100003};
+  uint64_t seed = 1500;
+  for (int64_t n : sizes) {
+    INFO("n " << n);
+    const std::vector<float> p0 = floats(normal(n, 0, 1, ++seed));
+    const std::vector<float> g0 = floats(normal(n, 0, 1e-2, ++seed));
+    const std::vector<float> s0 = floats(normal(n, 0, 1e-2, ++seed));  // a state
+    std::vector<float> v0 = floats(normal(n, 0, 1e-2, ++seed));
+    for (float& x : v0) x = x * x;  // a second moment
+    Buf dp(g, DSPP_F32, {n}), dg(g, DSPP_F32, {n}), ds(g, DSPP_F32, {n}), dv(g, DSPP_F32, {n});
+    Buf du(g, DSPP_F32, {n});
+    auto load = [&] {
+      dp.upload(doubles(p0));
+      dg.upload(doubles(g0));
+      ds.upload(doubles(s0));
+      dv.upload(doubles(v0));
+    };
+
+    // SGD: plain (maximize, no buffer), momentum on its first step, dampened, Nesterov.
+    struct SgdCase {
+      const char* label;
+      dspp::DeviceSgdConsts k;
+      bool buf;
+    };
+    const SgdCase sgd_cases[] = {
+        {"sgd plain, maximize", {1e-2f, 1e-2f, 0.0f, 1.0f, -1.0f, 0, 0}, false},
+        {"sgd momentum, first step", {1e-2f, 0.0f, 0.9f, 1.0f, 1.0f, 1, 0}, true},
+        {"sgd momentum, dampening 0.1", {1e-2f, 1e-2f, 0.9f, 0.9f, 1.0f, 0, 0}, true},
+        {"sgd nesterov", {1e-2f, 1e-2f, 0.9f, 1.0f, 1.0f, 0, 1}, true},
+    };
+    for (const SgdCase& c : sgd_cases) {
+      INFO(c.label);
+      load();
+      check(g.k->sgd_step(dp.v(), dg.v(), c.buf ? ds.v() : nullptr, &c.k, g.stream), "sgd_step");
+      std::vector<float> p = p0, b = s0;
+      for (int64_t i = 0; i < n; ++i) sgd_ref_element(p[i], g0[i], b[i], c.k);
+      expect_bits("sgd_step p", dp.raw(), p);
+      expect_bits("sgd_step buf", ds.raw(), c.buf ? b : s0);
+    }
+
+    // Lion, with c == 0 exactly at element 0 (m = g = 0: sign 0) and an infinite p at 2.
+    {
+      const dspp::DeviceLionConsts k{0.9f, 0.1f, 0.99f, 0.01f, 1e-3f, 1.0f - 1e-4f};
+      std::vector<float> p = p0, m = s0, gr = g0;
+      m[0] = 0.0f;
+      gr[0] = 0.0f;
+      if (n > 2) p[2] = inf;
+      dp.upload(doubles(p));
+      dg.upload(doubles(gr));
+      ds.upload(doubles(m));
+      check(g.k->lion_step(dp.v(), dg.v(), ds.v(), &k, g.stream), "lion_step");
+      for (int64_t i = 0; i < n; ++i) lion_ref_element(p[i], gr[i], m[i], k);
+      expect_bits("lion_step p", dp.raw(), p);
+      expect_bits("lion_step m", ds.raw(), m);
+    }
+
+    // Adagrad: L2 and maximize; the sum starts positive.
+    for (const dspp::DeviceAdagradConsts& k :
+         {dspp::DeviceAdagradConsts{1e-2f, 0.0f, 1e-10f, 1.0f},
+          dspp::DeviceAdagradConsts{5e-3f, 1e-2f, 1e-8f, -1.0f}}) {
+      INFO("adagrad sign " << k.sign);
+      load();
+      dv.upload(doubles(v0));
+      check(g.k->adagrad_step(dp.v(), dg.v(), dv.v(), &k, g.stream), "adagrad_step");
+      std::vector<float> p = p0, sum = v0;
+      for (int64_t i = 0; i < n; ++i) adagrad_ref_element(p[i], g0[i], sum[i], k);
+      expect_bits("adagrad_step p", dp.raw(), p);
+      expect_bits("adagrad_step sum", dv.raw(), sum);
+    }
+
+    // LAMB: both denominators; then the second pass with a scale.
+    for (int32_t inside : {0, 1}) {
+      INFO("lamb eps_inside_sqrt " << inside);
+      const dspp::DeviceLambConsts k{0.9f, 0.1f, 0.999f, 0.001f, 1e-6f, 1e-2f, inside};
+      load();
+      check(g.k->lamb_moments(dp.v(), dg.v(), ds.v(), dv.v(), &k, du.v(), g.stream),
+            "lamb_moments");
+      std::vector<float> m = s0, v = v0, u(n), p = p0;
+      for (int64_t i = 0; i < n; ++i) lamb_moments_ref_element(p0[i], g0[i], m[i], v[i], u[i], k);
+      expect_bits("lamb_moments m", ds.raw(), m);
+      expect_bits("lamb_moments v", dv.raw(), v);
+      expect_bits("lamb_moments u", du.raw(), u);
+      expect_bits("lamb_moments leaves p", dp.raw(), p0);
+      const float scale = 1.234e-3f;
+      check(g.k->lamb_apply(dp.v(), ds.v(), dv.v(), &k, scale, g.stream), "lamb_apply");
+      for (int64_t i = 0; i < n; ++i) {
+        volatile const float step = scale * lamb_update_ref(m[i], v[i], p[i], k);
+        p[i] = p[i] - step;
+      }
+      expect_bits("lamb_apply p", dp.raw(), p);
+    }
+
+    // Muon's momentum and decayed update (also the non-finite rule: u = g with an inf).
+    {
+      load();
+      const float beta = 0.95f, omb = static_cast<float>(1.0 - 0.95);
+      check(g.k->muon_momentum(dg.v(), ds.v(), du.v(), beta, omb, g.stream), "muon_momentum");
+      std::vector<float> m = s0, u(n);
+      for (int64_t i = 0; i < n; ++i) muon_momentum_ref_element(g0[i], m[i], u[i], beta, omb);
+      expect_bits("muon_momentum m", ds.raw(), m);
+      expect_bits("muon_momentum u", du.raw(), u);
+      std::vector<float> gr = g0;
+      gr[n / 2] = inf;
+      dg.upload(doubles(gr));
+      check(g.k->decayed_update(dp.v(), dg.v(), 0.998f, 0.02f, g.stream), "decayed_update");
+      std::vector<float> p = p0;
+      for (int64_t i = 0; i < n; ++i) p[i] = decayed_ref(p[i], gr[i], 0.998f, 0.02f);
+      expect_bits("decayed_update p", dp.raw(), p);
+      CHECK(std::isinf(p[n / 2]));
+    }
+  }
+
+  // Bad arguments: nothing enqueued, a message naming the argument.
+  {
+    Buf dp(g, DSPP_F32, {9}), dg(g, DSPP_F32, {9}), dg8(g, DSPP_F32, {8}), dm(g, DSPP_F32, {9});
+    Buf d16(g, DSPP_BF16, {9});
+    dp.upload(std::vector<double>(9, 1.5));
+    const std::vector<unsigned char> before = dp.raw();
+    const dspp::DeviceSgdConsts sk{1e-2f, 0.0f, 0.9f, 1.0f, 1.0f, 0, 0};
+    CHECK(g.k->sgd_step(dp.v(), dg.v(), nullptr, &sk, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "sgd_step: buf is NULL but the momentum is"));
+    CHECK(g.k->sgd_step(dp.v(), dg8.v(), dm.v(), &sk, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "sgd_step: g must be f32 with 9 elements"));
+    const dspp::DeviceLionConsts lk{0.9f, 0.1f, 0.99f, 0.01f, 1e-3f, 1.0f};
+    CHECK(g.k->lion_step(dp.v(), dg.v(), dp.v(), &lk, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "lion_step: m must not be the same memory as p"));
+    CHECK(g.k->adagrad_step(d16.v(), dg.v(), dm.v(), nullptr, g.stream) ==
+          DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "adagrad_step: k is NULL"));
+    const dspp::DeviceLambConsts bk{0.9f, 0.1f, 0.999f, 0.001f, 1e-6f, 0.0f, 0};
+    CHECK(g.k->lamb_moments(dp.v(), dg.v(), dm.v(), dm.v(), &bk, dg8.v(), g.stream) ==
+          DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "lamb_moments: u must be f32 with 9 elements"));
+    CHECK(g.k->muon_momentum(d16.v(), dm.v(), dp.v(), 0.9f, 0.1f, g.stream) ==
+          DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "muon_momentum: g must be f32, got bf16 [9]"));
+    CHECK(g.k->decayed_update(dp.v(), dp.v(), 1.0f, 0.1f, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(
+        contains(dspp::last_plugin_error(), "decayed_update: u must not be the same memory as p"));
+    CHECK(dp.raw() == before);
+  }
+}
+
+TEST_CASE("device/cuda kernels: transpose, add_diagonal and divide_by_norm (Muon's pieces)",
+          "[gpu][kernels][optimizer]") {
+  Gpu g;
+  REQUIRE(g.k->version() >= 3);
+  uint64_t seed = 1600;
+  // transpose: bits moved, every float dtype; shapes around the 32 x 32 tile and a 3-d view
+  // (its matrix [2 x 70, 40]).
+  const std::vector<std::vector<int64_t>> shapes = {{1, 1},   {3, 5},      {32, 32}, {33, 65},
+                                                    {100, 7}, {2, 70, 40}, {257, 1}};
+  for (const auto& shape : shapes) {
+    for (int32_t dt : kFloatTypes) {
+      INFO("transpose " << dtype_name(dt) << " " << shape_str(shape));
+      const int64_t cols = shape.back(), rows = product(shape) / cols;
+      const auto x = round_all(dt, normal(static_cast<size_t>(rows * cols), 0, 1, ++seed));
+      Buf dx(g, dt, shape), dout(g, dt, {cols, rows});
+      dx.upload(x);
+      check(g.k->transpose(dx.v(), dout.v(), g.stream), "transpose");
+      std::vector<double> ref(static_cast<size_t>(rows * cols));
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) ref[c * rows + r] = x[r * cols + c];
+      expect_close("transpose", dout.download(), ref, {cols, rows}, 0, 0);
+    }
+  }
+  {
+    Buf dx(g, DSPP_F32, {4, 6}), wrong(g, DSPP_F32, {4, 6}), d16(g, DSPP_BF16, {6, 4});
+    CHECK(g.k->transpose(dx.v(), wrong.v(), g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "transpose: out must be a f32 [6, 4] matrix"));
+    CHECK(g.k->transpose(dx.v(), d16.v(), g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(g.k->transpose(dx.v(), dx.v(), g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+  }
+
+  // add_diagonal: one fp32 addition on the diagonal, the rest untouched.
+  for (int64_t n : {1, 7, 300}) {
+    INFO("add_diagonal n " << n);
+    const std::vector<float> x = floats(normal(static_cast<size_t>(n * n), 0, 1, ++seed));
+    Buf dx(g, DSPP_F32, {n, n});
+    dx.upload(doubles(x));
+    check(g.k->add_diagonal(dx.v(), 3.4445f, g.stream), "add_diagonal");
+    std::vector<float> ref = x;
+    for (int64_t d = 0; d < n; ++d) {
+      volatile const float sum = ref[d * n + d] + 3.4445f;
+      ref[d * n + d] = sum;
+    }
+    expect_bits("add_diagonal", dx.raw(), ref);
+  }
+  {
+    Buf dx(g, DSPP_F32, {4, 6});
+    CHECK(g.k->add_diagonal(dx.v(), 1.0f, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "add_diagonal: x must be a square matrix"));
+  }
+
+  // divide_by_norm from sum_squares, as Newton-Schulz normalises: the root in f64 rounded once,
+  // + eps and the division in f32; in place and out of place; a zero matrix stays zero.
+  for (int64_t n : {1, 1000, 65537}) {
+    INFO("divide_by_norm n " << n);
+    const std::vector<float> x = floats(normal(static_cast<size_t>(n), 0, 0.1, ++seed));
+    Buf dx(g, DSPP_F32, {n}), dout(g, DSPP_F32, {n}), sq(g, DSPP_F64, {1});
+    dx.upload(doubles(x));
+    check(g.k->sum_squares(dx.v(), sq.v(), 0, g.stream), "sum_squares");
+    const double s = sq.download()[0];
+    const float eps = 1e-7f;
+    volatile const float root = static_cast<float>(std::sqrt(s));
+    volatile const float denom = root + eps;
+    std::vector<float> ref(n);
+    for (int64_t i = 0; i < n; ++i) {
+      volatile const float q = x[i] / denom;
+      ref[i] = q;
+    }
+    check(g.k->divide_by_norm(dx.v(), sq.v(), eps, dout.v(), g.stream), "divide_by_norm");
+    expect_bits("divide_by_norm", dout.raw(), ref);
+    check(g.k->divide_by_norm(dx.v(), sq.v(), eps, dx.v(), g.stream), "divide_by_norm in place");
+    expect_bits("divide_by_norm in place", dx.raw(), ref);
+    dx.upload(std::vector<double>(n, 0.0));
+    check(g.k->sum_squares(dx.v(), sq.v(), 0, g.stream), "sum_squares of zeros");
+    check(g.k->divide_by_norm(dx.v(), sq.v(), eps, dout.v(), g.stream), "divide_by_norm zeros");
+    expect_bits("divide_by_norm of zeros", dout.raw(), std::vector<float>(n, 0.0f));
+  }
+  {
+    Buf dx(g, DSPP_F32, {5}), sq32(g, DSPP_F32, {1}), out(g, DSPP_F32, {4});
+    CHECK(g.k->divide_by_norm(dx.v(), sq32.v(), 1e-7f, dx.v(), g.stream) ==
+          DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "divide_by_norm: sum_sq must be f64 with 1"));
+  }
+
+  // gemm as Newton-Schulz calls it: X X^T with a and b the same memory, f32 without TF32, and
+  // beta != 0 on a copy (B = b A + c A A). Bound as the gemm test's: 1e-5 of sum |a b|.
+  {
+    const int64_t n = 24, m = 72;
+    const auto x = round_all(DSPP_F32, normal(static_cast<size_t>(n * m), 0, 1, ++seed));
+    Buf dx(g, DSPP_F32, {n, m}), da(g, DSPP_F32, {n, n}), db(g, DSPP_F32, {n, n});
+    dx.upload(x);
+    check(g.k->gemm(dx.v(), 0, dx.v(), 1, da.v(), 1.0f, 0.0f, DSPP_GEMM_EPILOGUE_NONE, nullptr,
+                    nullptr, 0, g.stream),
+          "gemm X X^T");
+    std::vector<double> ref(n * n), bound(n * n);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0, mag = 0;
+        for (int64_t q = 0; q < m; ++q) {
+          acc += x[i * m + q] * x[j * m + q];
+          mag += std::fabs(x[i * m + q] * x[j * m + q]);
+        }
+        ref[i * n + j] = acc;
+        bound[i * n + j] = 1e-5 * mag;
+      }
+    }
+    expect_within("gemm X X^T", da.download(), ref, bound, {n, n});
+    const std::vector<double> a = da.download();
+    db.upload(a);
+    check(g.k->gemm(da.v(), 0, da.v(), 0, db.v(), 2.0315f, -4.7750f, DSPP_GEMM_EPILOGUE_NONE,
+                    nullptr, nullptr, 0, g.stream),
+          "gemm b A + c A A");
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0, mag = 0;
+        for (int64_t q = 0; q < n; ++q) {
+          acc += a[i * n + q] * a[q * n + j];
+          mag += std::fabs(a[i * n + q] * a[q * n + j]);
+        }
+        ref[i * n + j] = 2.0315 * acc + -4.7750 * a[i * n + j];
+        bound[i * n + j] = 1e-5 * (2.0315 * mag + 4.7750 * std::fabs(a[i * n + j]));
+      }
+    }
+    expect_within("gemm b A + c A A", db.download(), ref, bound, {n, n});
   }
 }
 

@@ -1,12 +1,13 @@
 // The GPU path of ZeRO stages 0-2 and of the optimizers, run on every machine: a fake dspp::Device
-// whose "device memory" is host memory and whose DeviceKernels (version 2: add, fill, scale, cast,
-// sum_squares, adam_step; the layer kernels answer not supported) compute on the CPU by the
-// formulas of <dspp/kinds/device.h>. It checks what the real device checks (views of its own live
-// memory, CUDA device type, shapes and dtypes) and counts its blocks, so the plumbing (which
-// buffer goes where, the order of the operations, frees) is tested here; the arithmetic of the
-// real kernels is test_gpu_zero_stage0's and test_gpu_zero_stages's, with the same scenario
-// (zero_device_scenario.h).
-// Also: what fails without a host device or with kernels older than version 2.
+// whose "device memory" is host memory and whose DeviceKernels (add, fill, scale, cast, an f32
+// gemm without epilogues, version 2's sum_squares and adam_step, version 3's optimizer kernels;
+// the layer kernels answer not supported) compute on the CPU by the formulas of
+// <dspp/kinds/device.h>. It checks what the real device checks (views of its own live memory,
+// CUDA device type, shapes and dtypes) and counts its blocks, so the plumbing (which buffer goes
+// where, the order of the operations, frees) is tested here; the arithmetic of the real kernels is
+// test_gpu_zero_stage0's, test_gpu_zero_stages's and test_gpu_optimizers', with the same scenarios
+// (zero_device_scenario.h, optimizer_device_scenario.h). Also: what fails without a host device
+// or with kernels older than an optimizer needs.
 #include <dspp/error.h>
 #include <dspp/kinds/device.h>
 #include <dspp/plugins.h>
@@ -14,12 +15,15 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "catch.h"
+#include "optimizer_device_scenario.h"
 #include "test_util.h"
 #include "zero_device_scenario.h"
 
@@ -37,11 +41,10 @@ class FakeKernels final : public dspp::DeviceKernels {
   FakeKernels(FakeDevice& dev, uint32_t version) : dev_(dev), version_(version) {}
   uint32_t version() const noexcept override { return version_; }
 
-  dspp_status gemm(const dspp_tensor_view*, int32_t, const dspp_tensor_view*, int32_t,
-                   const dspp_tensor_view*, float, float, int32_t, const dspp_tensor_view*,
-                   const dspp_tensor_view*, uint32_t, void*) noexcept override {
-    return none("gemm");
-  }
+  dspp_status gemm(const dspp_tensor_view* a, int32_t trans_a, const dspp_tensor_view* b,
+                   int32_t trans_b, const dspp_tensor_view* c, float alpha, float beta,
+                   int32_t epilogue, const dspp_tensor_view* bias, const dspp_tensor_view* pre_gelu,
+                   uint32_t flags, void* stream) noexcept override;
   dspp_status bias_grad(const dspp_tensor_view*, const dspp_tensor_view*, int32_t,
                         void*) noexcept override {
     return none("bias_grad");
@@ -101,8 +104,35 @@ class FakeKernels final : public dspp::DeviceKernels {
   dspp_status adam_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
                         const dspp_tensor_view* m, const dspp_tensor_view* v,
                         const dspp::DeviceAdamConsts* k, void* stream) noexcept override;
+  dspp_status sgd_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                       const dspp_tensor_view* buf, const dspp::DeviceSgdConsts* k,
+                       void* stream) noexcept override;
+  dspp_status lion_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                        const dspp_tensor_view* m, const dspp::DeviceLionConsts* k,
+                        void* stream) noexcept override;
+  dspp_status adagrad_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                           const dspp_tensor_view* sum, const dspp::DeviceAdagradConsts* k,
+                           void* stream) noexcept override;
+  dspp_status lamb_moments(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                           const dspp_tensor_view* m, const dspp_tensor_view* v,
+                           const dspp::DeviceLambConsts* k, const dspp_tensor_view* u,
+                           void* stream) noexcept override;
+  dspp_status lamb_apply(const dspp_tensor_view* p, const dspp_tensor_view* m,
+                         const dspp_tensor_view* v, const dspp::DeviceLambConsts* k, float scale,
+                         void* stream) noexcept override;
+  dspp_status muon_momentum(const dspp_tensor_view* g, const dspp_tensor_view* m,
+                            const dspp_tensor_view* u, float beta, float one_minus_beta,
+                            void* stream) noexcept override;
+  dspp_status decayed_update(const dspp_tensor_view* p, const dspp_tensor_view* u, float decay,
+                             float step, void* stream) noexcept override;
+  dspp_status transpose(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                        void* stream) noexcept override;
+  dspp_status add_diagonal(const dspp_tensor_view* x, float value, void* stream) noexcept override;
+  dspp_status divide_by_norm(const dspp_tensor_view* x, const dspp_tensor_view* sum_sq, float eps,
+                             const dspp_tensor_view* out, void* stream) noexcept override;
 
   int64_t calls = 0;
+  int64_t gemms = 0;
 
  private:
   static dspp_status none(const char* what) {
@@ -111,6 +141,10 @@ class FakeKernels final : public dspp::DeviceKernels {
   // A view of the device's live memory, of a float dtype (or `also`), on the legacy stream.
   bool ok(const dspp_tensor_view* v, const char* name, void* stream, std::string* why,
           int32_t also = -1) const;
+  // Views of the device's live memory, all f32 with p's element count, pairwise distinct (the
+  // version 3 optimizer kernels' contract); p is the first.
+  bool f32_like(std::initializer_list<std::pair<const dspp_tensor_view*, const char*>> views,
+                void* stream, std::string* why) const;
 
   FakeDevice& dev_;
   uint32_t version_;
@@ -118,7 +152,8 @@ class FakeKernels final : public dspp::DeviceKernels {
 
 class FakeDevice final : public dspp::Device {
  public:
-  explicit FakeDevice(uint32_t kernels_version = 2) : kernels_(*this, kernels_version) {}
+  explicit FakeDevice(uint32_t kernels_version = DSPP_DEVICE_KERNELS_VERSION)
+      : kernels_(*this, kernels_version) {}
   ~FakeDevice() {
     for (auto& [p, n] : blocks_) std::free(const_cast<void*>(p));
     for (void* p : host_blocks_) std::free(p);
@@ -390,6 +425,255 @@ dspp_status FakeKernels::adam_step(const dspp_tensor_view* p, const dspp_tensor_
   return DSPP_OK;
 }
 
+bool FakeKernels::f32_like(
+    std::initializer_list<std::pair<const dspp_tensor_view*, const char*>> views, void* stream,
+    std::string* why) const {
+  int64_t n = -1;
+  for (auto a = views.begin(); a != views.end(); ++a) {
+    if (!ok(a->first, a->second, stream, why)) return false;
+    if (a->first->dtype != DSPP_F32 || (n >= 0 && zdev::numel(*a->first) != n)) {
+      *why = std::string(a->second) + " must be f32 with the first view's element count";
+      return false;
+    }
+    n = zdev::numel(*a->first);
+    for (auto b = views.begin(); b != a; ++b) {
+      if (a->first->data && a->first->data == b->first->data) {
+        *why = std::string(a->second) + " is the same memory as " + b->second;
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// f32 only, no epilogue, flags 0: what Muon's Newton-Schulz uses. Each element sums its products
+// in f32 in index order (another order than OpenBLAS's and cuBLASLt's: the bound of Muon's
+// comparison covers the summation order).
+dspp_status FakeKernels::gemm(const dspp_tensor_view* a, int32_t trans_a, const dspp_tensor_view* b,
+                              int32_t trans_b, const dspp_tensor_view* c, float alpha, float beta,
+                              int32_t epilogue, const dspp_tensor_view* bias,
+                              const dspp_tensor_view* pre_gelu, uint32_t flags,
+                              void* stream) noexcept {
+  std::string why;
+  if (!ok(a, "a", stream, &why) || !ok(b, "b", stream, &why) || !ok(c, "c", stream, &why))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "gemm: " + why);
+  if (a->dtype != DSPP_F32 || b->dtype != DSPP_F32 || c->dtype != DSPP_F32 ||
+      epilogue != DSPP_GEMM_EPILOGUE_NONE || bias || pre_gelu || flags != 0)
+    return none("gemm other than f32 without an epilogue and flags 0");
+  auto mat = [](const dspp_tensor_view& v) {
+    int64_t rows = 1;
+    for (int32_t d = 0; d + 1 < v.ndim; ++d) rows *= v.shape[d];
+    return std::pair<int64_t, int64_t>(rows, v.ndim > 0 ? v.shape[v.ndim - 1] : 1);
+  };
+  const auto [ar, ac] = mat(*a);
+  const auto [br, bc] = mat(*b);
+  const auto [cr, cc] = mat(*c);
+  const int64_t m = trans_a ? ac : ar, k = trans_a ? ar : ac;
+  const int64_t kb = trans_b ? bc : br, n = trans_b ? br : bc;
+  if (k != kb || cr != m || cc != n)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "gemm: shapes do not match");
+  if (c->data == a->data || c->data == b->data)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "gemm: c is the same memory as a or b");
+  ++calls;
+  ++gemms;
+  const float* A = static_cast<const float*>(a->data);
+  const float* B = static_cast<const float*>(b->data);
+  float* C = static_cast<float*>(c->data);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (int64_t q = 0; q < k; ++q)
+        acc +=
+            (trans_a ? A[q * ac + i] : A[i * ac + q]) * (trans_b ? B[j * bc + q] : B[q * bc + j]);
+      C[i * n + j] = beta == 0.0f ? alpha * acc : alpha * acc + beta * C[i * n + j];
+    }
+  }
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::sgd_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                                  const dspp_tensor_view* buf, const dspp::DeviceSgdConsts* k,
+                                  void* stream) noexcept {
+  std::string why;
+  const bool with_buf = buf != nullptr;
+  if (!(with_buf ? f32_like({{p, "p"}, {g, "g"}, {buf, "buf"}}, stream, &why)
+                 : f32_like({{p, "p"}, {g, "g"}}, stream, &why)))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "sgd_step: " + why);
+  if (!k || (k->momentum != 0.0f && !with_buf))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "sgd_step: no constants, or momentum without buf");
+  ++calls;
+  float* pp = static_cast<float*>(p->data);
+  const float* gg = static_cast<const float*>(g->data);
+  float* bb = with_buf ? static_cast<float*>(buf->data) : nullptr;
+  for (int64_t i = 0; i < zdev::numel(*p); ++i) {
+    const float d = k->sign * gg[i] + k->wd * pp[i];
+    if (k->momentum == 0.0f) {
+      pp[i] = pp[i] - k->lr * d;
+      continue;
+    }
+    const float b = k->first ? d : k->momentum * bb[i] + k->one_minus_dampening * d;
+    bb[i] = b;
+    const float u = k->nesterov ? d + k->momentum * b : b;
+    pp[i] = pp[i] - k->lr * u;
+  }
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::lion_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                                   const dspp_tensor_view* m, const dspp::DeviceLionConsts* k,
+                                   void* stream) noexcept {
+  std::string why;
+  if (!f32_like({{p, "p"}, {g, "g"}, {m, "m"}}, stream, &why) || !k)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "lion_step: " + (k ? why : "no constants"));
+  ++calls;
+  float* pp = static_cast<float*>(p->data);
+  const float* gg = static_cast<const float*>(g->data);
+  float* mm = static_cast<float*>(m->data);
+  for (int64_t i = 0; i < zdev::numel(*p); ++i) {
+    const float c = k->beta1 * mm[i] + k->one_minus_beta1 * gg[i];
+    const float sign = (c > 0.0f ? 1.0f : 0.0f) - (c < 0.0f ? 1.0f : 0.0f);
+    pp[i] = pp[i] * k->decay - k->lr * sign;
+    mm[i] = k->beta2 * mm[i] + k->one_minus_beta2 * gg[i];
+  }
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::adagrad_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                                      const dspp_tensor_view* sum,
+                                      const dspp::DeviceAdagradConsts* k, void* stream) noexcept {
+  std::string why;
+  if (!f32_like({{p, "p"}, {g, "g"}, {sum, "sum"}}, stream, &why) || !k)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "adagrad_step: " + (k ? why : "no constants"));
+  ++calls;
+  float* pp = static_cast<float*>(p->data);
+  const float* gg = static_cast<const float*>(g->data);
+  float* ss = static_cast<float*>(sum->data);
+  for (int64_t i = 0; i < zdev::numel(*p); ++i) {
+    const float pi = pp[i];
+    const float gi = k->sign * gg[i] + k->wd * pi;
+    const float s = ss[i] + gi * gi;
+    ss[i] = s;
+    pp[i] = pi - k->clr * (gi / (std::sqrt(s) + k->eps));
+  }
+  return DSPP_OK;
+}
+
+float lamb_update_fake(float m, float v, float p, const dspp::DeviceLambConsts& k) {
+  const float denom = k.eps_inside_sqrt ? std::sqrt(v + k.eps) : std::sqrt(v) + k.eps;
+  return m / denom + k.wd * p;
+}
+
+dspp_status FakeKernels::lamb_moments(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                                      const dspp_tensor_view* m, const dspp_tensor_view* v,
+                                      const dspp::DeviceLambConsts* k, const dspp_tensor_view* u,
+                                      void* stream) noexcept {
+  std::string why;
+  if (!f32_like({{p, "p"}, {g, "g"}, {m, "m"}, {v, "v"}, {u, "u"}}, stream, &why) || !k)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "lamb_moments: " + (k ? why : "no constants"));
+  ++calls;
+  const float* pp = static_cast<const float*>(p->data);
+  const float* gg = static_cast<const float*>(g->data);
+  float* mm = static_cast<float*>(m->data);
+  float* vv = static_cast<float*>(v->data);
+  float* uu = static_cast<float*>(u->data);
+  for (int64_t i = 0; i < zdev::numel(*p); ++i) {
+    mm[i] = k->beta1 * mm[i] + k->one_minus_beta1 * gg[i];
+    vv[i] = k->beta2 * vv[i] + k->one_minus_beta2 * gg[i] * gg[i];
+    uu[i] = lamb_update_fake(mm[i], vv[i], pp[i], *k);
+  }
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::lamb_apply(const dspp_tensor_view* p, const dspp_tensor_view* m,
+                                    const dspp_tensor_view* v, const dspp::DeviceLambConsts* k,
+                                    float scale, void* stream) noexcept {
+  std::string why;
+  if (!f32_like({{p, "p"}, {m, "m"}, {v, "v"}}, stream, &why) || !k)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "lamb_apply: " + (k ? why : "no constants"));
+  ++calls;
+  float* pp = static_cast<float*>(p->data);
+  const float* mm = static_cast<const float*>(m->data);
+  const float* vv = static_cast<const float*>(v->data);
+  for (int64_t i = 0; i < zdev::numel(*p); ++i)
+    pp[i] = pp[i] - scale * lamb_update_fake(mm[i], vv[i], pp[i], *k);
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::muon_momentum(const dspp_tensor_view* g, const dspp_tensor_view* m,
+                                       const dspp_tensor_view* u, float beta, float one_minus_beta,
+                                       void* stream) noexcept {
+  std::string why;
+  if (!f32_like({{g, "g"}, {m, "m"}, {u, "u"}}, stream, &why))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "muon_momentum: " + why);
+  ++calls;
+  const float* gg = static_cast<const float*>(g->data);
+  float* mm = static_cast<float*>(m->data);
+  float* uu = static_cast<float*>(u->data);
+  for (int64_t i = 0; i < zdev::numel(*g); ++i) {
+    mm[i] = beta * mm[i] + one_minus_beta * gg[i];
+    uu[i] = one_minus_beta * gg[i] + beta * mm[i];
+  }
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::decayed_update(const dspp_tensor_view* p, const dspp_tensor_view* u,
+                                        float decay, float step, void* stream) noexcept {
+  std::string why;
+  if (!f32_like({{p, "p"}, {u, "u"}}, stream, &why))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "decayed_update: " + why);
+  ++calls;
+  float* pp = static_cast<float*>(p->data);
+  const float* uu = static_cast<const float*>(u->data);
+  for (int64_t i = 0; i < zdev::numel(*p); ++i) pp[i] = pp[i] * decay - step * uu[i];
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::transpose(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                                   void* stream) noexcept {
+  std::string why;
+  if (!ok(x, "x", stream, &why) || !ok(out, "out", stream, &why))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "transpose: " + why);
+  if (x->ndim != 2 || out->ndim != 2 || out->shape[0] != x->shape[1] ||
+      out->shape[1] != x->shape[0] || out->dtype != x->dtype || out->data == x->data)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "transpose: out must be x's transpose (2-d here)");
+  ++calls;
+  const int64_t r = x->shape[0], c = x->shape[1];
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t j = 0; j < c; ++j) store(*out, j * r + i, load(*x, i * c + j));
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::add_diagonal(const dspp_tensor_view* x, float value,
+                                      void* stream) noexcept {
+  std::string why;
+  if (!f32_like({{x, "x"}}, stream, &why) || x->ndim != 2 || x->shape[0] != x->shape[1])
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "add_diagonal: x must be a square f32 matrix " + why);
+  ++calls;
+  float* xx = static_cast<float*>(x->data);
+  const int64_t n = x->shape[0];
+  for (int64_t d = 0; d < n; ++d) xx[d * n + d] += value;
+  return DSPP_OK;
+}
+
+dspp_status FakeKernels::divide_by_norm(const dspp_tensor_view* x, const dspp_tensor_view* sum_sq,
+                                        float eps, const dspp_tensor_view* out,
+                                        void* stream) noexcept {
+  std::string why;
+  if (!ok(x, "x", stream, &why) || !ok(out, "out", stream, &why) ||
+      !ok(sum_sq, "sum_sq", stream, &why, DSPP_F64))
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "divide_by_norm: " + why);
+  if (x->dtype != DSPP_F32 || out->dtype != DSPP_F32 || zdev::numel(*out) != zdev::numel(*x) ||
+      sum_sq->dtype != DSPP_F64 || zdev::numel(*sum_sq) != 1)
+    return fail(DSPP_ERR_INVALID_ARGUMENT, "divide_by_norm: f32 x and out alike, one f64 sum");
+  ++calls;
+  const float denom =
+      static_cast<float>(std::sqrt(*static_cast<const double*>(sum_sq->data))) + eps;
+  const float* xx = static_cast<const float*>(x->data);
+  float* oo = static_cast<float*>(out->data);
+  for (int64_t i = 0; i < zdev::numel(*x); ++i) oo[i] = xx[i] / denom;
+  return DSPP_OK;
+}
+
 }  // namespace
 
 TEST_CASE("zero/stage0 + adamw on a fake device: fp32", "[zero][device]") {
@@ -458,12 +742,67 @@ TEST_CASE("zero-offload on a fake device: stages 0-2 with the master and adamw o
   }
 }
 
-TEST_CASE(
-    "device refusals on a fake device: optimizers without kernels and amsgrad and zero stage 3",
-    "[zero][device]") {
+TEST_CASE("muon on a fake device equals the CPU's: elementwise bit for bit, NS within bound",
+          "[optimizer][device][muon]") {
+  FakeDevice dev;
+  for (const odev::OptCase& c : odev::muon_cases()) odev::compare_with_cpu(dev, c);
+  CHECK(dev.fake_kernels().gemms > 0);
+  CHECK(dev.live_blocks() == 0);  // the states and the Newton-Schulz scratch were freed
+}
+
+TEST_CASE("sgd, lion, adagrad, lamb, adam on a fake device equal the CPU's",
+          "[optimizer][device]") {
+  FakeDevice dev;
+  for (auto cases : {odev::sgd_cases(), odev::lion_cases(), odev::adagrad_cases(),
+                     odev::lamb_cases(), odev::adam_cases()}) {
+    for (const odev::OptCase& c : cases) odev::compare_with_cpu(dev, c);
+  }
+  CHECK(dev.live_blocks() == 0);
+}
+
+TEST_CASE("device refusals on a fake device: amsgrad and zero stage 3", "[zero][device]") {
   FakeDevice dev;
   zdev::device_refusals(dev);
   CHECK(dev.live_blocks() == 0);
+}
+
+TEST_CASE("kernels of version 2 refuse the optimizers that need version 3, before allocating",
+          "[optimizer][device]") {
+  FakeDevice v2(2);
+  const dspp_host_api* host = zdev::host_with_device(&v2);
+  dspp::ParamSegment seg{};
+  seg.name = "w";
+  seg.ndim = 2;
+  seg.shape[0] = 4;
+  seg.shape[1] = 4;
+  seg.numel = 16;
+  seg.flags = DSPP_PARAM_USE_MUON;
+  const dspp::ParamGroupSetup group{0.01, 0.0, nullptr};
+  const dspp::OptimizerSetup os{&seg, 1, &group, 1, 16, dspp_device{DSPP_DEVICE_CUDA, 0}};
+  struct Opt {
+    const char* path;
+    const char* name;
+    const char* needs;
+  };
+  const Opt opts[] = {{DSPP_OPTIMIZER_MUON_PATH, "muon", "muon_momentum"},
+                      {DSPP_OPTIMIZER_SGD_PATH, "sgd", "sgd_step"},
+                      {DSPP_OPTIMIZER_LION_PATH, "lion", "lion_step"},
+                      {DSPP_OPTIMIZER_ADAGRAD_PATH, "adagrad", "adagrad_step"},
+                      {DSPP_OPTIMIZER_LAMB_PATH, "lamb", "lamb_moments"}};
+  for (const Opt& o : opts) {
+    INFO(o.name);
+    const zdev::PluginLib lib(o.path);
+    auto opt = lib.create<dspp::Optimizer>("optimizer", o.name, host, nullptr);
+    const std::string e = error_of([&] { zdev::check(opt->init(&os), "init"); });
+    CHECK(contains(e, std::string(o.name) +
+                          ": the host's device plugin has kernels of version 2; the optimizer "
+                          "step on cuda:0 needs version 3 or later (" +
+                          o.needs));
+    CHECK(contains(e, "--device cpu"));
+    CHECK(opt->num_states() == 0);
+  }
+  zdev::host_with_device(nullptr);
+  CHECK(v2.live_blocks() == 0);
 }
 
 TEST_CASE("buffers on the GPU without a host device or with kernels older than version 2",

@@ -9,8 +9,10 @@
 
 #include <climits>
 #include <cmath>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../../common/comm_types.h"
@@ -599,6 +601,209 @@ class CudaKernels final : public dspp::DeviceKernels {
     });
   }
 
+  // ---- version 3 ----
+
+  dspp_status sgd_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                       const dspp_tensor_view* buf, const DeviceSgdConsts* k,
+                       void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("sgd_step");
+      const dspp_tensor_view& vp = args.need(p, "p");
+      const dspp_tensor_view& vg = args.need(g, "g");
+      const dspp_tensor_view* vbuf = args.maybe(buf, "buf");
+      if (!k) args.fail("k is NULL");
+      const int64_t n = f32_count(args, vp, "p");
+      args.count(vg, "g", DSPP_F32, n, "like p");
+      args.distinct(vg, "g", vp, "p");
+      if (!vbuf && k->momentum != 0.0f) {
+        args.fail("buf is NULL but the momentum is " + std::to_string(k->momentum));
+      }
+      if (vbuf) {
+        args.count(*vbuf, "buf", DSPP_F32, n, "like p");
+        args.distinct(*vbuf, "buf", vp, "p");
+        args.distinct(*vbuf, "buf", vg, "g");
+      }
+      bind_();
+      launch_sgd_step(static_cast<float*>(vp.data), static_cast<const float*>(vg.data),
+                      vbuf ? static_cast<float*>(vbuf->data) : nullptr, n, *k,
+                      static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status lion_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                        const dspp_tensor_view* m, const DeviceLionConsts* k,
+                        void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("lion_step");
+      const dspp_tensor_view& vp = args.need(p, "p");
+      const dspp_tensor_view& vg = args.need(g, "g");
+      const dspp_tensor_view& vm = args.need(m, "m");
+      if (!k) args.fail("k is NULL");
+      const int64_t n = f32_count(args, vp, "p");
+      args.count(vg, "g", DSPP_F32, n, "like p");
+      args.count(vm, "m", DSPP_F32, n, "like p");
+      args.distinct(vg, "g", vp, "p");
+      args.distinct(vm, "m", vp, "p");
+      args.distinct(vm, "m", vg, "g");
+      bind_();
+      launch_lion_step(static_cast<float*>(vp.data), static_cast<const float*>(vg.data),
+                       static_cast<float*>(vm.data), n, *k, static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status adagrad_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                           const dspp_tensor_view* sum, const DeviceAdagradConsts* k,
+                           void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("adagrad_step");
+      const dspp_tensor_view& vp = args.need(p, "p");
+      const dspp_tensor_view& vg = args.need(g, "g");
+      const dspp_tensor_view& vs = args.need(sum, "sum");
+      if (!k) args.fail("k is NULL");
+      const int64_t n = f32_count(args, vp, "p");
+      args.count(vg, "g", DSPP_F32, n, "like p");
+      args.count(vs, "sum", DSPP_F32, n, "like p");
+      args.distinct(vg, "g", vp, "p");
+      args.distinct(vs, "sum", vp, "p");
+      args.distinct(vs, "sum", vg, "g");
+      bind_();
+      launch_adagrad_step(static_cast<float*>(vp.data), static_cast<const float*>(vg.data),
+                          static_cast<float*>(vs.data), n, *k, static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status lamb_moments(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                           const dspp_tensor_view* m, const dspp_tensor_view* v,
+                           const DeviceLambConsts* k, const dspp_tensor_view* u,
+                           void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("lamb_moments");
+      const dspp_tensor_view& vp = args.need(p, "p");
+      const dspp_tensor_view& vg = args.need(g, "g");
+      const dspp_tensor_view& vm = args.need(m, "m");
+      const dspp_tensor_view& vv = args.need(v, "v");
+      const dspp_tensor_view& vu = args.need(u, "u");
+      if (!k) args.fail("k is NULL");
+      const int64_t n = f32_count(args, vp, "p");
+      args.count(vg, "g", DSPP_F32, n, "like p");
+      args.count(vm, "m", DSPP_F32, n, "like p");
+      args.count(vv, "v", DSPP_F32, n, "like p");
+      args.count(vu, "u", DSPP_F32, n, "like p");
+      all_distinct(args, {{&vp, "p"}, {&vg, "g"}, {&vm, "m"}, {&vv, "v"}, {&vu, "u"}});
+      bind_();
+      launch_lamb_moments(static_cast<const float*>(vp.data), static_cast<const float*>(vg.data),
+                          static_cast<float*>(vm.data), static_cast<float*>(vv.data),
+                          static_cast<float*>(vu.data), n, *k, static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status lamb_apply(const dspp_tensor_view* p, const dspp_tensor_view* m,
+                         const dspp_tensor_view* v, const DeviceLambConsts* k, float scale,
+                         void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("lamb_apply");
+      const dspp_tensor_view& vp = args.need(p, "p");
+      const dspp_tensor_view& vm = args.need(m, "m");
+      const dspp_tensor_view& vv = args.need(v, "v");
+      if (!k) args.fail("k is NULL");
+      const int64_t n = f32_count(args, vp, "p");
+      args.count(vm, "m", DSPP_F32, n, "like p");
+      args.count(vv, "v", DSPP_F32, n, "like p");
+      all_distinct(args, {{&vp, "p"}, {&vm, "m"}, {&vv, "v"}});
+      bind_();
+      launch_lamb_apply(static_cast<float*>(vp.data), static_cast<const float*>(vm.data),
+                        static_cast<const float*>(vv.data), n, *k, scale,
+                        static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status muon_momentum(const dspp_tensor_view* g, const dspp_tensor_view* m,
+                            const dspp_tensor_view* u, float beta, float one_minus_beta,
+                            void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("muon_momentum");
+      const dspp_tensor_view& vg = args.need(g, "g");
+      const dspp_tensor_view& vm = args.need(m, "m");
+      const dspp_tensor_view& vu = args.need(u, "u");
+      const int64_t n = f32_count(args, vg, "g");
+      args.count(vm, "m", DSPP_F32, n, "like g");
+      args.count(vu, "u", DSPP_F32, n, "like g");
+      all_distinct(args, {{&vg, "g"}, {&vm, "m"}, {&vu, "u"}});
+      bind_();
+      launch_muon_momentum(static_cast<const float*>(vg.data), static_cast<float*>(vm.data),
+                           static_cast<float*>(vu.data), n, beta, one_minus_beta,
+                           static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status decayed_update(const dspp_tensor_view* p, const dspp_tensor_view* u, float decay,
+                             float step, void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("decayed_update");
+      const dspp_tensor_view& vp = args.need(p, "p");
+      const dspp_tensor_view& vu = args.need(u, "u");
+      const int64_t n = f32_count(args, vp, "p");
+      args.count(vu, "u", DSPP_F32, n, "like p");
+      args.distinct(vu, "u", vp, "p");
+      bind_();
+      launch_decayed_update(static_cast<float*>(vp.data), static_cast<const float*>(vu.data), n,
+                            decay, step, static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status transpose(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                        void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("transpose");
+      const dspp_tensor_view& vx = args.need(x, "x");
+      const dspp_tensor_view& vo = args.need(out, "out");
+      args.floating(vx, "x");
+      args.at_least_rank(vx, "x", 1);
+      args.at_least_rank(vo, "out", 1);
+      const Mat mx = matrix_of(vx), mo = matrix_of(vo);
+      if (vo.dtype != vx.dtype || mo.rows != mx.cols || mo.cols != mx.rows) {
+        args.fail("out must be a " + std::string(dtype_name(vx.dtype)) + " [" +
+                  std::to_string(mx.cols) + ", " + std::to_string(mx.rows) +
+                  "] matrix (x transposed, x's dtype), got " + describe(vo));
+      }
+      args.distinct(vo, "out", vx, "x");
+      bind_();
+      launch_transpose(vx.dtype, vx.data, vo.data, mx.rows, mx.cols,
+                       static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status add_diagonal(const dspp_tensor_view* x, float value, void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("add_diagonal");
+      const dspp_tensor_view& vx = args.need(x, "x");
+      f32_count(args, vx, "x");
+      args.at_least_rank(vx, "x", 1);
+      const Mat mx = matrix_of(vx);
+      if (mx.rows != mx.cols) args.fail("x must be a square matrix, got " + describe(vx));
+      bind_();
+      launch_add_diagonal(static_cast<float*>(vx.data), mx.rows, value,
+                          static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status divide_by_norm(const dspp_tensor_view* x, const dspp_tensor_view* sum_sq, float eps,
+                             const dspp_tensor_view* out, void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("divide_by_norm");
+      const dspp_tensor_view& vx = args.need(x, "x");
+      const dspp_tensor_view& vs = args.need(sum_sq, "sum_sq");
+      const dspp_tensor_view& vo = args.need(out, "out");
+      const int64_t n = f32_count(args, vx, "x");
+      args.count(vs, "sum_sq", DSPP_F64, 1, "one value");
+      args.count(vo, "out", DSPP_F32, n, "like x");
+      bind_();
+      launch_divide_by_norm(static_cast<const float*>(vx.data), static_cast<const double*>(vs.data),
+                            eps, static_cast<float*>(vo.data), n,
+                            static_cast<cudaStream_t>(stream));
+    });
+  }
+
  private:
   struct Shape {
     int64_t b, t, c;
@@ -624,6 +829,21 @@ class CudaKernels final : public dspp::DeviceKernels {
     args.below_2_31(3 * s.c, "3C");
     if ((s.t + 63) / 64 > 65535) args.fail("T " + std::to_string(s.t) + " is above 64 x 65535");
     return s;
+  }
+
+  // The element count of an f32 view (the version 3 optimizer kernels).
+  static int64_t f32_count(const Args& args, const dspp_tensor_view& v, const char* name) {
+    if (v.dtype != DSPP_F32) args.fail(std::string(name) + " must be f32, got " + describe(v));
+    return numel(v);
+  }
+  // No two of the views are the same memory.
+  static void all_distinct(
+      const Args& args,
+      std::initializer_list<std::pair<const dspp_tensor_view*, const char*>> views) {
+    for (auto a = views.begin(); a != views.end(); ++a) {
+      for (auto b = views.begin(); b != a; ++b)
+        args.distinct(*a->first, a->second, *b->first, b->second);
+    }
   }
 
   const dspp_host_api* host_;

@@ -95,5 +95,29 @@ void launch_sum_squares(int32_t dtype, const void* x, int64_t n, double* out, bo
 // One Adam step over n f32 elements (DeviceAdamConsts' formula, the CPU kernel's fp32 operations).
 void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n,
                       const dspp::DeviceAdamConsts& k, cudaStream_t stream);
+// Version 3, n f32 elements each (the formulas of <dspp/kinds/device.h>, the CPU kernels' fp32
+// operations). buf may be NULL when k.momentum is 0.
+void launch_sgd_step(float* p, const float* g, float* buf, int64_t n,
+                     const dspp::DeviceSgdConsts& k, cudaStream_t stream);
+void launch_lion_step(float* p, const float* g, float* m, int64_t n,
+                      const dspp::DeviceLionConsts& k, cudaStream_t stream);
+void launch_adagrad_step(float* p, const float* g, float* sum, int64_t n,
+                         const dspp::DeviceAdagradConsts& k, cudaStream_t stream);
+void launch_lamb_moments(const float* p, const float* g, float* m, float* v, float* u, int64_t n,
+                         const dspp::DeviceLambConsts& k, cudaStream_t stream);
+void launch_lamb_apply(float* p, const float* m, const float* v, int64_t n,
+                       const dspp::DeviceLambConsts& k, float scale, cudaStream_t stream);
+void launch_muon_momentum(const float* g, float* m, float* u, int64_t n, float beta,
+                          float one_minus_beta, cudaStream_t stream);
+void launch_decayed_update(float* p, const float* u, int64_t n, float decay, float step,
+                           cudaStream_t stream);
+// out [cols, rows] = x [rows, cols]^T; any float dtype (the bits are moved).
+void launch_transpose(int32_t dtype, const void* x, void* out, int64_t rows, int64_t cols,
+                      cudaStream_t stream);
+// x [n, n]: x[i, i] += value.
+void launch_add_diagonal(float* x, int64_t n, float value, cudaStream_t stream);
+// out = x / (float(sqrt(*sum_sq)) + eps); sum_sq one f64 of device memory; out may be x.
+void launch_divide_by_norm(const float* x, const double* sum_sq, float eps, float* out, int64_t n,
+                           cudaStream_t stream);
 
 }  // namespace dspp::cuda

@@ -5,6 +5,10 @@
 //   p = p - clr * g / (sqrt(sum) + eps),   clr = lr / (1 + (t - 1) lr_decay)
 // with sum starting at initial_accumulator_value (lr_decay, initial_accumulator_value and maximize
 // are torch.optim.Adagrad's; DeepSpeedCPUAdagrad has them fixed at 0, 0 and false).
+//
+// On a GPU (OptimizerSetup::device CUDA) the step is DeviceKernels::adagrad_step (version 3), one
+// launch per run of adjacent segments sharing their constants, with the CPU path's constants; the
+// accumulator of each segment starts at initial_accumulator_value there too (fill).
 #include "../common/flat_optimizer.h"
 
 namespace {
@@ -76,12 +80,48 @@ class Adagrad final : public FlatOptimizer {
     sum_ = add_state("sum", 0.0f);
     // The accumulator of every segment starts at initial_accumulator_value (padding stays 0).
     const float init = static_cast<float>(initial_accumulator_value_);
-    for (int32_t s = 0; s < num_segments(); ++s)
-      std::fill(sum_ + segment_begin(s), sum_ + segment_end(s), init);
+    for (int32_t s = 0; s < num_segments(); ++s) {
+      if (!on_device()) {
+        std::fill(sum_ + segment_begin(s), sum_ + segment_end(s), init);
+      } else if (init != 0.0f && segment_end(s) > segment_begin(s)) {
+        const dspp_tensor_view v =
+            device_view(sum_ + segment_begin(s), segment_end(s) - segment_begin(s));
+        dspp::plugin::pass_through(device_kernels()->fill(&v, init, nullptr));
+      }
+    }
   }
 
   void run_step(float* params, const float* grads, int64_t step,
                 const std::vector<GroupStep>& gs) override {
+    const std::vector<AdagradConsts> k = slot_consts(step, gs);
+    float* sum = sum_;
+    for_each_chunk([&](const dspp::optim::Chunk& c, int64_t) {
+      adagrad_kernel(params + c.begin, grads + c.begin, sum + c.begin, c.end - c.begin, k[c.slot]);
+    });
+  }
+
+  bool runs_on_device() const override { return true; }
+  dspp::optim::DeviceKernelsNeed device_kernels_need() const override {
+    return {3, "adagrad_step"};
+  }
+
+  void run_step_device(float* params, const float* grads, int64_t step,
+                       const std::vector<GroupStep>& gs) override {
+    const std::vector<AdagradConsts> k = slot_consts(step, gs);
+    for (const dspp::optim::DeviceRun& r : device_runs()) {
+      const AdagradConsts& c = k[r.slot];
+      const dspp::DeviceAdagradConsts dk{c.clr, c.wd, c.eps, c.sign};
+      const int64_t n = r.end - r.begin;
+      const dspp_tensor_view p = device_view(params + r.begin, n);
+      const dspp_tensor_view g = device_view(grads + r.begin, n);
+      const dspp_tensor_view sum = device_view(sum_ + r.begin, n);
+      dspp::plugin::pass_through(device_kernels()->adagrad_step(&p, &g, &sum, &dk, nullptr));
+    }
+  }
+
+ private:
+  // The constants of every slot (Chunk::slot) for this step, both paths'.
+  std::vector<AdagradConsts> slot_consts(int64_t step, const std::vector<GroupStep>& gs) const {
     std::vector<AdagradConsts> k(num_slots());
     for (int32_t s = 0; s < num_slots(); ++s) {
       const int32_t g = slot_group(s);
@@ -91,13 +131,9 @@ class Adagrad final : public FlatOptimizer {
       k[s] = AdagradConsts{static_cast<float>(clr), static_cast<float>(wd),
                            static_cast<float>(h.eps), h.maximize ? -1.0f : 1.0f};
     }
-    float* sum = sum_;
-    for_each_chunk([&](const dspp::optim::Chunk& c, int64_t) {
-      adagrad_kernel(params + c.begin, grads + c.begin, sum + c.begin, c.end - c.begin, k[c.slot]);
-    });
+    return k;
   }
 
- private:
   static AdagradHyper read(const OptionReader& o, const AdagradHyper& d) {
     AdagradHyper h;
     h.lr = o.non_negative("lr", d.lr);

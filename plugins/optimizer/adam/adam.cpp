@@ -140,17 +140,7 @@ class Adam : public FlatOptimizer {
     const std::vector<AdamConsts> k = slot_consts(step, gs);
     dspp::DeviceKernels* kern = device_kernels();
     for (const dspp::optim::DeviceRun& r : device_runs()) {
-      const AdamConsts& c = k[r.slot];
-      dspp::DeviceAdamConsts dk{};
-      dk.beta1 = c.beta1;
-      dk.one_minus_beta1 = c.one_minus_beta1;
-      dk.beta2 = c.beta2;
-      dk.one_minus_beta2 = c.one_minus_beta2;
-      dk.step_size = c.step_size;
-      dk.inv_sqrt_bc2 = c.inv_sqrt_bc2;
-      dk.eps = c.eps;
-      dk.decay = c.decay;
-      dk.l2 = c.l2;
+      const dspp::DeviceAdamConsts dk = dspp::optim::device_adam_consts(k[r.slot]);
       const int64_t n = r.end - r.begin;
       const dspp_tensor_view p = device_view(params + r.begin, n);
       const dspp_tensor_view g = device_view(grads + r.begin, n);

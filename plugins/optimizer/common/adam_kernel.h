@@ -10,6 +10,8 @@
 #ifndef DSPP_PLUGINS_OPTIMIZER_ADAM_KERNEL_H
 #define DSPP_PLUGINS_OPTIMIZER_ADAM_KERNEL_H
 
+#include <dspp/kinds/device.h>
+
 #include <cmath>
 #include <cstdint>
 
@@ -43,6 +45,21 @@ inline AdamConsts adam_consts(double lr, double beta1, double beta2, double eps,
   k.decay = static_cast<float>(decoupled ? 1.0 - lr * wd : 1.0);
   k.l2 = static_cast<float>(decoupled ? 0.0 : wd);
   return k;
+}
+
+// The same constants for DeviceKernels::adam_step (the GPU path).
+inline dspp::DeviceAdamConsts device_adam_consts(const AdamConsts& c) {
+  dspp::DeviceAdamConsts d{};
+  d.beta1 = c.beta1;
+  d.one_minus_beta1 = c.one_minus_beta1;
+  d.beta2 = c.beta2;
+  d.one_minus_beta2 = c.one_minus_beta2;
+  d.step_size = c.step_size;
+  d.inv_sqrt_bc2 = c.inv_sqrt_bc2;
+  d.eps = c.eps;
+  d.decay = c.decay;
+  d.l2 = c.l2;
+  return d;
 }
 
 // `vmax` (AMSGrad's running maximum of v) is read only when kAmsgrad.

@@ -9,10 +9,13 @@
 //    the host allocator, work split into chunks, the ABI methods wrapped in guard()).
 //
 // On a GPU (OptimizerSetup::device is CUDA) the flat buffers and the states are device memory of
-// the host's compute device (dspp::plugin::host_device(), kernels version >= 2): the states are
-// allocated there and set with DeviceKernels::fill, and step() hands the device views to
-// run_step_device(), which an optimizer with device kernels overrides (adam, adamw). The others
-// refuse a CUDA setup in init(), before allocating anything.
+// the host's compute device (dspp::plugin::host_device()): the states are allocated there and set
+// with DeviceKernels::fill, and step() hands the device views to run_step_device(), which an
+// optimizer with device kernels overrides (every built-in one: adam and adamw with kernels of
+// version 2, sgd, lion, adagrad, lamb and muon with version 3, as device_kernels_need() says).
+// An optimizer without one, or a device whose kernels are older than it needs, is refused in
+// init(), before anything is allocated. The device steps use the CPU path's constants (the same
+// code computes them) and kernels that evaluate the CPU kernels' fp32 expressions.
 //
 // Kernels run in fp32 like DeepSpeed's and PyTorch's (constants are computed in double, then
 // rounded once to float). The work is split into chunks of at most kChunk elements, each inside one
@@ -273,6 +276,13 @@ struct DeviceRun {
   int32_t slot;
 };
 
+// What run_step_device() needs of the device's kernels: DeviceKernels version `version` or later,
+// for `what` (named in the refusal).
+struct DeviceKernelsNeed {
+  uint32_t version;
+  const char* what;
+};
+
 inline std::string device_name(const dspp_device& d) {
   if (d.type == DSPP_DEVICE_CPU) return "cpu";
   if (d.type == DSPP_DEVICE_CUDA) return "cuda:" + std::to_string(d.index);
@@ -286,7 +296,7 @@ class FlatOptimizer : public dspp::Optimizer {
   static constexpr int64_t kParallelMin = 1 << 16;
 
   FlatOptimizer(const dspp_host_api* host, const char* name) : host_(host), name_(name) {}
-  virtual ~FlatOptimizer() { free_states(); }
+  virtual ~FlatOptimizer() { free_states(); }  // and the device scratch
   FlatOptimizer(const FlatOptimizer&) = delete;
   FlatOptimizer& operator=(const FlatOptimizer&) = delete;
 
@@ -359,6 +369,8 @@ class FlatOptimizer : public dspp::Optimizer {
   // Whether run_step_device() is implemented: init() refuses a CUDA setup otherwise, before any
   // state is allocated.
   virtual bool runs_on_device() const { return false; }
+  // The kernels version it needs (init() refuses a device with older kernels).
+  virtual DeviceKernelsNeed device_kernels_need() const { return {2, "adam_step"}; }
   // The step on device memory (OptimizerSetup::device CUDA): params, grads and every state are
   // device pointers of device(); kernels go to device_kernels() on the legacy default stream
   // (nullptr), in order with the host's own work.
@@ -371,7 +383,7 @@ class FlatOptimizer : public dspp::Optimizer {
     throw StatusError(DSPP_ERR_NOT_SUPPORTED,
                       std::string(name_) +
                           ": no CUDA kernel for this optimizer yet; run with --device cpu (the "
-                          "buffers in host memory), or use adam/adamw on the GPU");
+                          "buffers in host memory)");
   }
 
   const char* plugin_name() const { return name_; }
@@ -384,6 +396,7 @@ class FlatOptimizer : public dspp::Optimizer {
   int64_t segment_end(int32_t s) const { return seg_end_[s]; }
   const std::string& segment_name(int32_t s) const { return seg_names_[s]; }
   int32_t segment_group(int32_t s) const { return seg_group_[s]; }
+  int32_t segment_slot(int32_t s) const { return seg_slot_[s]; }  // see Chunk::slot
   bool segment_is_whole(int32_t s) const { return seg_whole_[s]; }
   bool parallel() const { return covered_ >= kParallelMin; }
   // Constants slots (see Chunk::slot): slot s belongs to group s / 2 and has no weight decay when
@@ -400,6 +413,21 @@ class FlatOptimizer : public dspp::Optimizer {
   dspp::DeviceKernels* device_kernels() const { return kernels_; }
   // The segments merged into runs for device kernels, in flat order.
   const std::vector<DeviceRun>& device_runs() const { return runs_; }
+  // The same over the segments s with keep(s) true only (Muon's AdamW half). A segment left out
+  // lies between any two kept ones it separates, so they are not adjacent and stay apart.
+  template <class Keep>
+  std::vector<DeviceRun> device_runs_where(Keep&& keep) const {
+    std::vector<DeviceRun> out;
+    for (const int32_t i : flat_order_) {
+      if (seg_end_[i] == seg_begin_[i] || !keep(i)) continue;
+      if (!out.empty() && out.back().end == seg_begin_[i] && out.back().slot == seg_slot_[i]) {
+        out.back().end = seg_end_[i];
+      } else {
+        out.push_back(DeviceRun{seg_begin_[i], seg_end_[i], seg_slot_[i]});
+      }
+    }
+    return out;
+  }
   // A 1-d f32 view of n elements of this optimizer's device memory.
   dspp_tensor_view device_view(const float* data, int64_t n) const {
     dspp_tensor_view v{};
@@ -444,6 +472,23 @@ class FlatOptimizer : public dspp::Optimizer {
     states_.push_back(State{name, f});
     return f;
   }
+  // Device memory of `bytes` for the optimizer's own work (Muon's Newton-Schulz buffers, LAMB's
+  // update and norms; not a state: no checkpoint sees it), not initialised, freed with the states
+  // (at the next init() and in the destructor). CUDA setups only; allocate it in configure(), once.
+  void* add_device_scratch(size_t bytes, const std::string& what) {
+    if (!kernels_) {
+      throw StatusError(DSPP_ERR_INTERNAL,
+                        std::string(name_) + ": device scratch (" + what + ") on a CPU setup");
+    }
+    void* p = nullptr;
+    plugin::pass_through(device_->alloc(std::max<size_t>(bytes, 1), nullptr, &p));
+    if (!p)
+      throw StatusError(DSPP_ERR_OUT_OF_MEMORY,
+                        std::string(name_) + ": no device memory for " + what);
+    scratch_.push_back(p);
+    return p;
+  }
+
   float* find_state(const char* name) const {
     for (const State& s : states_)
       if (std::strcmp(s.name, name) == 0) return s.data;
@@ -507,6 +552,8 @@ class FlatOptimizer : public dspp::Optimizer {
   };
 
   void free_states() {
+    for (void* p : scratch_) (void)device_->free(p, nullptr);  // only ever on a device setup
+    scratch_.clear();
     for (State& s : states_) {
       if (device_) {
         // Stream-ordered on the legacy default stream, after the kernels that used it. A failure
@@ -521,8 +568,9 @@ class FlatOptimizer : public dspp::Optimizer {
     states_.clear();
   }
 
-  // Where the buffers live: the CPU, or the host's CUDA device with kernels of version 2 or later
-  // (for an optimizer that has a device step; the others refuse here, before allocating).
+  // Where the buffers live: the CPU, or the host's CUDA device with kernels of the version
+  // device_kernels_need() names or later (for an optimizer that has a device step; the others
+  // refuse here, before allocating).
   void setup_device(const dspp_device& d) {
     const std::string me = name_;
     device_ = nullptr;
@@ -542,14 +590,15 @@ class FlatOptimizer : public dspp::Optimizer {
                             "unset: a host older than plugin ABI 1.2, or one computing on the "
                             "CPU); run with --device cpu");
     dspp::DeviceKernels* k = dev->kernels();
-    if (!k || k->version() < 2)
+    const DeviceKernelsNeed need = device_kernels_need();
+    if (!k || k->version() < need.version)
       throw StatusError(DSPP_ERR_NOT_SUPPORTED,
                         me + ": the host's device plugin has " +
                             (k ? "kernels of version " + std::to_string(k->version())
                                : std::string("no kernels")) +
-                            "; the optimizer step on " + device_name(d) +
-                            " needs version 2 or later (adam_step); update the device plugin or "
-                            "run with --device cpu");
+                            "; the optimizer step on " + device_name(d) + " needs version " +
+                            std::to_string(need.version) + " or later (" + need.what +
+                            "); update the device plugin or run with --device cpu");
     device_ = dev;
     kernels_ = k;
     where_ = d;
@@ -571,7 +620,8 @@ class FlatOptimizer : public dspp::Optimizer {
     runs_.clear();
     covered_ = 0;
     std::vector<std::pair<int64_t, int32_t>> order;
-    std::vector<int32_t> seg_slot;
+    seg_slot_.clear();
+    flat_order_.clear();
     for (int32_t i = 0; i < s.num_segments; ++i) {
       const ParamSegment& seg = s.segments[i];
       const std::string nm = seg.name ? seg.name : ("segment " + std::to_string(i));
@@ -597,7 +647,7 @@ class FlatOptimizer : public dspp::Optimizer {
       order.emplace_back(seg.offset_in_flat, i);
       covered_ += seg.numel;
       const int32_t slot = 2 * seg.group + ((seg.flags & DSPP_PARAM_NO_DECAY) ? 1 : 0);
-      seg_slot.push_back(slot);
+      seg_slot_.push_back(slot);
       for (int64_t b = seg.offset_in_flat; b < seg.offset_in_flat + seg.numel; b += kChunk)
         chunks_.push_back(
             Chunk{b, std::min(b + kChunk, seg.offset_in_flat + seg.numel), seg.group, i, slot});
@@ -612,14 +662,8 @@ class FlatOptimizer : public dspp::Optimizer {
     }
     // Device runs: segments in flat order, merged where one ends where the next begins with the
     // same constants.
-    for (const auto& [begin, i] : order) {
-      if (seg_end_[i] == begin) continue;  // empty
-      if (!runs_.empty() && runs_.back().end == begin && runs_.back().slot == seg_slot[i]) {
-        runs_.back().end = seg_end_[i];
-      } else {
-        runs_.push_back(DeviceRun{begin, seg_end_[i], seg_slot[i]});
-      }
-    }
+    for (const auto& [begin, i] : order) flat_order_.push_back(i);
+    runs_ = device_runs_where([](int32_t) { return true; });
     setup_lrs_.assign(s.num_groups, 0.0);
     for (int32_t g = 0; g < s.num_groups; ++g) setup_lrs_[g] = s.groups[g].lr;
   }
@@ -652,10 +696,13 @@ class FlatOptimizer : public dspp::Optimizer {
   std::vector<std::string> seg_names_;
   std::vector<bool> seg_whole_;
   std::vector<int32_t> seg_group_;
+  std::vector<int32_t> seg_slot_;    // Chunk::slot of each segment
+  std::vector<int32_t> flat_order_;  // the segments by offset in the flat buffer
   std::vector<Chunk> chunks_;
   std::vector<DeviceRun> runs_;
   std::vector<double> setup_lrs_;
   std::vector<State> states_;
+  std::vector<void*> scratch_;  // add_device_scratch()'s blocks
   // A CUDA setup: the host's device and its kernels (both null on the CPU).
   dspp::Device* device_ = nullptr;
   dspp::DeviceKernels* kernels_ = nullptr;

@@ -8,6 +8,15 @@
 // The trust ratio needs the norms of the whole parameter, so needs_whole_params() is true and init
 // refuses a segment that is a slice (a ZeRO stage must keep parameters whole for Lamb; DeepSpeed's
 // ZeRO-1/2 instead hand FusedLamb one flat partition and so compute one ratio per partition).
+//
+// On a GPU (OptimizerSetup::device CUDA, DeviceKernels version 3), per parameter: sum_squares of
+// p, lamb_moments (the first pass, the update u into a scratch buffer sized for the largest
+// parameter) and sum_squares of u; the squared norms of all parameters are copied to the host at
+// once (the step's one device-to-host copy), where the trust ratios are computed by the CPU path's
+// code; then lamb_apply per parameter (the second pass, the update recomputed as on the CPU). The
+// moments equal the CPU's bit for bit; the norms are sums in another order (the CPU's SIMD
+// reduction against the device's fixed tree), so a trust ratio can differ in its last double bits
+// and, rarely, the fp32 scale by one ulp, and p then by about an ulp.
 #include "../common/flat_optimizer.h"
 
 namespace {
@@ -110,26 +119,22 @@ class Lamb final : public FlatOptimizer {
     v_ = add_state("exp_avg_sq", 0.0f);
     w2_.assign(chunks().size(), 0.0);
     u2_.assign(chunks().size(), 0.0);
+    u_device_ = nullptr;
+    norms_device_ = nullptr;
+    if (on_device() && num_segments() > 0) {
+      int64_t largest = 0;
+      for (int32_t s = 0; s < num_segments(); ++s)
+        largest = std::max(largest, segment_end(s) - segment_begin(s));
+      u_device_ = static_cast<float*>(
+          add_device_scratch(static_cast<size_t>(largest) * sizeof(float), "the update"));
+      norms_device_ = static_cast<double*>(add_device_scratch(
+          2 * static_cast<size_t>(num_segments()) * sizeof(double), "the squared norms"));
+    }
   }
 
   void run_step(float* params, const float* grads, int64_t step,
                 const std::vector<GroupStep>& gs) override {
-    std::vector<LambConsts> k(num_slots());
-    for (int32_t s = 0; s < num_slots(); ++s) {
-      const int32_t g = slot_group(s);
-      const LambHyper& h = groups_[g];
-      const double wd = slot_no_decay(s) ? 0.0 : h.weight_decay;
-      const double b1 = std::isnan(gs[g].beta1) ? h.betas[0] : gs[g].beta1;
-      const double b2 = h.betas[1];
-      const double t = static_cast<double>(step);
-      const double step_size =
-          h.bias_correction ? gs[g].lr * std::sqrt(1.0 - std::pow(b2, t)) / (1.0 - std::pow(b1, t))
-                            : gs[g].lr;
-      k[s] = LambConsts{static_cast<float>(b1),       static_cast<float>(1.0 - b1),
-                        static_cast<float>(b2),       static_cast<float>(1.0 - b2),
-                        static_cast<float>(h.eps),    static_cast<float>(wd),
-                        static_cast<float>(step_size)};
-    }
+    const std::vector<LambConsts> k = slot_consts(step, gs);
     float* m = m_;
     float* v = v_;
     const bool inside = eps_inside_sqrt_;
@@ -152,10 +157,7 @@ class Lamb final : public FlatOptimizer {
         u2 += u2_[c1];
         ++c1;
       }
-      const LambHyper& h = groups_[cs[c0].group];
-      const double w = std::sqrt(w2), u = std::sqrt(u2);
-      double coeff = 1.0;
-      if (w != 0.0 && u != 0.0) coeff = std::clamp(w / u, h.min_coeff, h.max_coeff);
+      const double coeff = trust_ratio(groups_[cs[c0].group], w2, u2);
       for (size_t c = c0; c < c1; ++c)
         scale[c] = static_cast<float>(static_cast<double>(k[cs[c].slot].step_size) * coeff);
       c0 = c1;
@@ -170,7 +172,99 @@ class Lamb final : public FlatOptimizer {
     });
   }
 
+ protected:
+  bool runs_on_device() const override { return true; }
+  dspp::optim::DeviceKernelsNeed device_kernels_need() const override {
+    return {3, "lamb_moments, lamb_apply"};
+  }
+
+  void run_step_device(float* params, const float* grads, int64_t step,
+                       const std::vector<GroupStep>& gs) override {
+    const std::vector<LambConsts> k = slot_consts(step, gs);
+    dspp::DeviceKernels* kern = device_kernels();
+    std::vector<int32_t> segs;  // the non-empty ones
+    for (int32_t s = 0; s < num_segments(); ++s)
+      if (segment_end(s) > segment_begin(s)) segs.push_back(s);
+    if (segs.empty()) return;
+    auto f64 = [&](double* d) {
+      dspp_tensor_view v{};
+      v.data = d;
+      v.dtype = DSPP_F64;
+      v.ndim = 1;
+      v.shape[0] = 1;
+      v.device = where();
+      return v;
+    };
+    // First pass: norms[2 i] = |p|^2, the moments, norms[2 i + 1] = |u|^2.
+    for (size_t i = 0; i < segs.size(); ++i) {
+      const int32_t s = segs[i];
+      const int64_t b = segment_begin(s), n = segment_end(s) - b;
+      const dspp::DeviceLambConsts dk = device_consts(k[segment_slot(s)]);
+      const dspp_tensor_view p = device_view(params + b, n);
+      const dspp_tensor_view g = device_view(grads + b, n);
+      const dspp_tensor_view m = device_view(m_ + b, n);
+      const dspp_tensor_view v = device_view(v_ + b, n);
+      const dspp_tensor_view u = device_view(u_device_, n);
+      const dspp_tensor_view w2 = f64(norms_device_ + 2 * i);
+      const dspp_tensor_view u2 = f64(norms_device_ + 2 * i + 1);
+      dspp::plugin::pass_through(kern->sum_squares(&p, &w2, 0, nullptr));
+      dspp::plugin::pass_through(kern->lamb_moments(&p, &g, &m, &v, &dk, &u, nullptr));
+      dspp::plugin::pass_through(kern->sum_squares(&u, &u2, 0, nullptr));
+    }
+    std::vector<double> norms(2 * segs.size());
+    dspp::plugin::pass_through(
+        device()->copy(norms.data(), norms_device_, norms.size() * sizeof(double), nullptr));
+    // Second pass with each parameter's trust ratio (the CPU path's arithmetic).
+    for (size_t i = 0; i < segs.size(); ++i) {
+      const int32_t s = segs[i];
+      const int64_t b = segment_begin(s), n = segment_end(s) - b;
+      const LambConsts& c = k[segment_slot(s)];
+      const dspp::DeviceLambConsts dk = device_consts(c);
+      const double coeff = trust_ratio(groups_[segment_group(s)], norms[2 * i], norms[2 * i + 1]);
+      const float scale = static_cast<float>(static_cast<double>(c.step_size) * coeff);
+      const dspp_tensor_view p = device_view(params + b, n);
+      const dspp_tensor_view m = device_view(m_ + b, n);
+      const dspp_tensor_view v = device_view(v_ + b, n);
+      dspp::plugin::pass_through(kern->lamb_apply(&p, &m, &v, &dk, scale, nullptr));
+    }
+  }
+
  private:
+  // The constants of every slot (Chunk::slot) for this step, both paths'.
+  std::vector<LambConsts> slot_consts(int64_t step, const std::vector<GroupStep>& gs) const {
+    std::vector<LambConsts> k(num_slots());
+    for (int32_t s = 0; s < num_slots(); ++s) {
+      const int32_t g = slot_group(s);
+      const LambHyper& h = groups_[g];
+      const double wd = slot_no_decay(s) ? 0.0 : h.weight_decay;
+      const double b1 = std::isnan(gs[g].beta1) ? h.betas[0] : gs[g].beta1;
+      const double b2 = h.betas[1];
+      const double t = static_cast<double>(step);
+      const double step_size =
+          h.bias_correction ? gs[g].lr * std::sqrt(1.0 - std::pow(b2, t)) / (1.0 - std::pow(b1, t))
+                            : gs[g].lr;
+      k[s] = LambConsts{static_cast<float>(b1),       static_cast<float>(1.0 - b1),
+                        static_cast<float>(b2),       static_cast<float>(1.0 - b2),
+                        static_cast<float>(h.eps),    static_cast<float>(wd),
+                        static_cast<float>(step_size)};
+    }
+    return k;
+  }
+
+  // clamp(||p|| / ||u||, min_coeff, max_coeff), or 1 when either norm is 0, from the squares.
+  static double trust_ratio(const LambHyper& h, double w2, double u2) {
+    const double w = std::sqrt(w2), u = std::sqrt(u2);
+    double coeff = 1.0;
+    if (w != 0.0 && u != 0.0) coeff = std::clamp(w / u, h.min_coeff, h.max_coeff);
+    return coeff;
+  }
+
+  dspp::DeviceLambConsts device_consts(const LambConsts& c) const {
+    return dspp::DeviceLambConsts{
+        c.beta1, c.one_minus_beta1,       c.beta2, c.one_minus_beta2, c.eps,
+        c.wd,    eps_inside_sqrt_ ? 1 : 0};
+  }
+
   static LambHyper read(const OptionReader& o, const LambHyper& d) {
     LambHyper h;
     h.lr = o.non_negative("lr", d.lr);
@@ -193,6 +287,10 @@ class Lamb final : public FlatOptimizer {
   float* m_ = nullptr;
   float* v_ = nullptr;
   std::vector<double> w2_, u2_;  // per-chunk squared norms of p and of the update
+  // The GPU path's scratch (add_device_scratch): the largest parameter's update, and |p|^2 and
+  // |u|^2 of every segment.
+  float* u_device_ = nullptr;
+  double* norms_device_ = nullptr;
 };
 
 using dspp::optim::kNonNegativeAuto;

@@ -6,6 +6,9 @@
 // sign(0) is 0, as in the paper and torch.sign. DeepSpeed's two kernels differ from each other
 // there (FusedLion moves p by +lr when c == 0, DeepSpeedCPULion by -lr for c == +0), which makes a
 // parameter whose gradient and momentum are exactly zero drift; we do not reproduce that.
+//
+// On a GPU (OptimizerSetup::device CUDA) the step is DeviceKernels::lion_step (version 3), one
+// launch per run of adjacent segments sharing their constants, with the CPU path's constants.
 #include "../common/flat_optimizer.h"
 
 namespace {
@@ -75,6 +78,34 @@ class Lion final : public FlatOptimizer {
 
   void run_step(float* params, const float* grads, int64_t,
                 const std::vector<GroupStep>& gs) override {
+    const std::vector<LionConsts> k = slot_consts(gs);
+    float* m = m_;
+    for_each_chunk([&](const dspp::optim::Chunk& c, int64_t) {
+      lion_kernel(params + c.begin, grads + c.begin, m + c.begin, c.end - c.begin, k[c.slot]);
+    });
+  }
+
+  bool runs_on_device() const override { return true; }
+  dspp::optim::DeviceKernelsNeed device_kernels_need() const override { return {3, "lion_step"}; }
+
+  void run_step_device(float* params, const float* grads, int64_t,
+                       const std::vector<GroupStep>& gs) override {
+    const std::vector<LionConsts> k = slot_consts(gs);
+    for (const dspp::optim::DeviceRun& r : device_runs()) {
+      const LionConsts& c = k[r.slot];
+      const dspp::DeviceLionConsts dk{c.beta1, c.one_minus_beta1, c.beta2, c.one_minus_beta2, c.lr,
+                                      c.decay};
+      const int64_t n = r.end - r.begin;
+      const dspp_tensor_view p = device_view(params + r.begin, n);
+      const dspp_tensor_view g = device_view(grads + r.begin, n);
+      const dspp_tensor_view m = device_view(m_ + r.begin, n);
+      dspp::plugin::pass_through(device_kernels()->lion_step(&p, &g, &m, &dk, nullptr));
+    }
+  }
+
+ private:
+  // The constants of every slot (Chunk::slot) for this step, both paths'.
+  std::vector<LionConsts> slot_consts(const std::vector<GroupStep>& gs) const {
     std::vector<LionConsts> k(num_slots());
     for (int32_t s = 0; s < num_slots(); ++s) {
       const int32_t g = slot_group(s);
@@ -85,13 +116,9 @@ class Lion final : public FlatOptimizer {
                         static_cast<float>(h.betas[1]), static_cast<float>(1.0 - h.betas[1]),
                         static_cast<float>(gs[g].lr),   static_cast<float>(1.0 - gs[g].lr * wd)};
     }
-    float* m = m_;
-    for_each_chunk([&](const dspp::optim::Chunk& c, int64_t) {
-      lion_kernel(params + c.begin, grads + c.begin, m + c.begin, c.end - c.begin, k[c.slot]);
-    });
+    return k;
   }
 
- private:
   LionHyper base_;
   std::vector<LionHyper> groups_;
   float* m_ = nullptr;

@@ -49,6 +49,19 @@
 // threaded by OpenBLAS; the small ones (below OpenBLAS's own threading threshold) are spread over
 // OpenMP threads, one matrix per thread at a time. Each matrix's arithmetic is the same either
 // way, so results do not depend on the number of threads.
+//
+// On a GPU (OptimizerSetup::device CUDA, DeviceKernels version 3) the same steps run on the
+// host's device, on the legacy default stream: the AdamW half through adam_step, Muon through
+// muon_momentum (the momentum and Nesterov blend, the CPU's fp32 operations), the very
+// Newton-Schulz sequence of GEMMs and copies of ns_standard()/ns_gram() (templates over HostOps /
+// DeviceOps) with DeviceKernels::gemm in f32 without TF32, transpose for tall matrices,
+// sum_squares + divide_by_norm for the Frobenius normalisation, add_diagonal for a I + Z, and
+// decayed_update for p = p decay - lr scale O. The non-finite rule needs a decision on the host:
+// the gradients' sums of squares (non-finite exactly when an element is) are computed for every
+// Muon parameter first and copied to the host together, one device-to-host copy per step. The
+// buffers of the largest matrix are allocated once per init(). Elementwise results equal the
+// CPU's bit for bit; the GEMMs sum in another order than OpenBLAS, so the orthogonalised update
+// agrees with the CPU's to fp32 rounding amplified by Newton-Schulz (tests/test_gpu_optimizers).
 #include <cblas.h>
 
 #include <algorithm>
@@ -139,6 +152,21 @@ void copy(const float* from, int64_t n, float* to) {
   std::memcpy(to, from, static_cast<size_t>(n) * sizeof(float));
 }
 
+// The three operations of the Newton-Schulz iterations on host memory (OpenBLAS, memcpy, a loop).
+// DeviceOps (below) has the same on the GPU, so both paths run the one sequence written in
+// ns_standard() and ns_gram().
+struct HostOps {
+  void gemm(bool trans_b, int64_t r, int64_t c, int64_t k, float alpha, const float* A,
+            const float* B, float beta, float* C) const {
+    ::gemm(trans_b, r, c, k, alpha, A, B, beta, C);
+  }
+  void copy(const float* from, int64_t n, float* to) const { ::copy(from, n, to); }
+  // x[d, d] += value for the n x n matrix x.
+  void add_diagonal(float* x, int64_t n, float value) const {
+    for (int64_t d = 0; d < n; ++d) x[d * n + d] += value;
+  }
+};
+
 // Workspace floats one matrix of n x m (n <= m) needs besides its update: X and Y (n x m) and six
 // n x n buffers (the Gram iteration's R, Z, Q, Q', RZ, R'; the standard one uses two).
 int64_t matrix_workspace(int64_t n, int64_t m) {
@@ -146,56 +174,60 @@ int64_t matrix_workspace(int64_t n, int64_t m) {
 }
 
 // The standard quintic iteration on X (n x m), in place (X and Y swap; the result is in *X).
-void ns_standard(float** X, float** Y, float* A, float* B, int64_t n, int64_t m) {
+template <class Ops>
+void ns_standard(const Ops& ops, float** X, float** Y, float* A, float* B, int64_t n, int64_t m) {
   for (int it = 0; it < kNsSteps; ++it) {
-    gemm(true, n, n, m, 1.0f, *X, *X, 0.0f, A);  // A = X X^T
-    copy(A, n * n, B);
-    gemm(false, n, n, n, kNsC, A, A, kNsB, B);  // B = b A + c A A
-    copy(*X, n * m, *Y);
-    gemm(false, n, m, n, 1.0f, B, *X, kNsA, *Y);  // Y = a X + B X
+    ops.gemm(true, n, n, m, 1.0f, *X, *X, 0.0f, A);  // A = X X^T
+    ops.copy(A, n * n, B);
+    ops.gemm(false, n, n, n, kNsC, A, A, kNsB, B);  // B = b A + c A A
+    ops.copy(*X, n * m, *Y);
+    ops.gemm(false, n, m, n, 1.0f, B, *X, kNsA, *Y);  // Y = a X + B X
     std::swap(*X, *Y);
   }
 }
 
 // The Gram form (n < m): the iteration carried by R = X X^T and the accumulated Q; X is touched
-// only at the restart and at the end. The result is in *X.
-void ns_gram(float** X, float** Y, float* nn, int64_t n, int64_t m) {
+// only at the restart and at the end. The result is in *X. The six n x n buffers lie `stride`
+// floats apart from `nn` on.
+template <class Ops>
+void ns_gram(const Ops& ops, float** X, float** Y, float* nn, int64_t stride, int64_t n,
+             int64_t m) {
   const int64_t n2 = n * n;
   float* R = nn;
-  float* Z = nn + n2;
-  float* Q = nn + 2 * n2;
-  float* Qn = nn + 3 * n2;
-  float* RZ = nn + 4 * n2;
-  float* Rn = nn + 5 * n2;
-  gemm(true, n, n, m, 1.0f, *X, *X, 0.0f, R);
+  float* Z = nn + stride;
+  float* Q = nn + 2 * stride;
+  float* Qn = nn + 3 * stride;
+  float* RZ = nn + 4 * stride;
+  float* Rn = nn + 5 * stride;
+  ops.gemm(true, n, n, m, 1.0f, *X, *X, 0.0f, R);
   bool have_q = false;
   for (int it = 0; it < kNsSteps; ++it) {
     if (it == kGramRestart) {
-      gemm(false, n, m, n, 1.0f, Q, *X, 0.0f, *Y);  // X = Q X
+      ops.gemm(false, n, m, n, 1.0f, Q, *X, 0.0f, *Y);  // X = Q X
       std::swap(*X, *Y);
-      gemm(true, n, n, m, 1.0f, *X, *X, 0.0f, R);
+      ops.gemm(true, n, n, m, 1.0f, *X, *X, 0.0f, R);
       have_q = false;
     }
-    copy(R, n2, Z);
-    gemm(false, n, n, n, kNsC, R, R, kNsB, Z);  // Z = b R + c R R
+    ops.copy(R, n2, Z);
+    ops.gemm(false, n, n, n, kNsC, R, R, kNsB, Z);  // Z = b R + c R R
     if (!have_q) {
-      copy(Z, n2, Q);  // Q = a I + Z
-      for (int64_t d = 0; d < n; ++d) Q[d * n + d] += kNsA;
+      ops.copy(Z, n2, Q);  // Q = a I + Z
+      ops.add_diagonal(Q, n, kNsA);
       have_q = true;
     } else {
-      copy(Q, n2, Qn);
-      gemm(false, n, n, n, 1.0f, Z, Q, kNsA, Qn);  // Q = a Q + Z Q
+      ops.copy(Q, n2, Qn);
+      ops.gemm(false, n, n, n, 1.0f, Z, Q, kNsA, Qn);  // Q = a Q + Z Q
       std::swap(Q, Qn);
     }
     if (it < kNsSteps - 1 && it + 1 != kGramRestart) {
-      copy(R, n2, RZ);
-      gemm(false, n, n, n, 1.0f, Z, R, kNsA, RZ);  // RZ = a R + Z R
-      copy(RZ, n2, Rn);
-      gemm(false, n, n, n, 1.0f, Z, RZ, kNsA, Rn);  // R = a RZ + Z RZ
+      ops.copy(R, n2, RZ);
+      ops.gemm(false, n, n, n, 1.0f, Z, R, kNsA, RZ);  // RZ = a R + Z R
+      ops.copy(RZ, n2, Rn);
+      ops.gemm(false, n, n, n, 1.0f, Z, RZ, kNsA, Rn);  // R = a RZ + Z RZ
       std::swap(R, Rn);
     }
   }
-  gemm(false, n, m, n, 1.0f, Q, *X, 0.0f, *Y);  // X = Q X
+  ops.gemm(false, n, m, n, 1.0f, Q, *X, 0.0f, *Y);  // X = Q X
   std::swap(*X, *Y);
 }
 
@@ -217,9 +249,9 @@ void orthogonalize(float* u, int64_t rows, int64_t cols, bool gram, float* ws) {
   const float denom = static_cast<float>(std::sqrt(sq)) + kNsEps;
   for (int64_t i = 0; i < n * m; ++i) X[i] /= denom;
   if (gram && n < m) {
-    ns_gram(&X, &Y, nn, n, m);
+    ns_gram(HostOps{}, &X, &Y, nn, n * n, n, m);
   } else {
-    ns_standard(&X, &Y, nn, nn + n * n, n, m);
+    ns_standard(HostOps{}, &X, &Y, nn, nn + n * n, n, m);
   }
   if (tall) {
     for (int64_t i = 0; i < n; ++i)
@@ -256,6 +288,111 @@ void muon_parameter(const MatrixJob& j, const MuonStep& k, float* __restrict p,
     orthogonalize(u + b * per, j.rows, j.cols, k.gram, ws + j.numel);
 #pragma omp simd
   for (int64_t i = 0; i < j.numel; ++i) p[i] = p[i] * k.decay - k.lr_scale * u[i];
+}
+
+// ---- the GPU path ------------------------------------------------------------------------------
+
+using dspp::plugin::pass_through;
+
+// The Newton-Schulz operations on device memory, on the legacy default stream: DeviceKernels::gemm
+// with f32 inputs and output and flags 0 (no TF32: full fp32 products, as OpenBLAS's; cuBLASLt
+// sums in another order, so a product agrees with the CPU's to fp32 rounding, not bit for bit),
+// a device-to-device copy, and add_diagonal (the CPU's loop, one fp32 addition an element).
+struct DeviceOps {
+  dspp::Device* dev;
+  dspp::DeviceKernels* kern;
+  dspp_device where;
+
+  dspp_tensor_view matrix(const float* data, int64_t rows, int64_t cols) const {
+    dspp_tensor_view v{};
+    v.data = const_cast<float*>(data);
+    v.dtype = DSPP_F32;
+    v.ndim = 2;
+    v.shape[0] = rows;
+    v.shape[1] = cols;
+    v.device = where;
+    return v;
+  }
+  dspp_tensor_view scalar_f64(double* data) const {
+    dspp_tensor_view v{};
+    v.data = data;
+    v.dtype = DSPP_F64;
+    v.ndim = 1;
+    v.shape[0] = 1;
+    v.device = where;
+    return v;
+  }
+  // HostOps::gemm's contract: C (r x c) = alpha A (r x k) op(B) + beta C.
+  void gemm(bool trans_b, int64_t r, int64_t c, int64_t k, float alpha, const float* A,
+            const float* B, float beta, float* C) const {
+    const dspp_tensor_view a = matrix(A, r, k);
+    const dspp_tensor_view b = trans_b ? matrix(B, c, k) : matrix(B, k, c);
+    const dspp_tensor_view out = matrix(C, r, c);
+    pass_through(kern->gemm(&a, 0, &b, trans_b ? 1 : 0, &out, alpha, beta, DSPP_GEMM_EPILOGUE_NONE,
+                            nullptr, nullptr, 0u, nullptr));
+  }
+  void copy(const float* from, int64_t n, float* to) const {
+    pass_through(dev->copy(to, from, static_cast<size_t>(n) * sizeof(float), nullptr));
+  }
+  void add_diagonal(float* x, int64_t n, float value) const {
+    const dspp_tensor_view v = matrix(x, n, n);
+    pass_through(kern->add_diagonal(&v, value, nullptr));
+  }
+};
+
+// Where one matrix's buffers lie in the device scratch, in floats from its start: the update u
+// of the whole parameter, X and Y (n x m), then the n x n buffers `nn_stride` apart; every piece
+// starts on a 256-byte boundary (what cuBLASLt's fastest kernels want).
+struct DeviceLayout {
+  int64_t x, y, nn, nn_stride, total;
+};
+int64_t align64(int64_t floats) {
+  return (floats + 63) / 64 * 64;
+}
+DeviceLayout device_layout(const MatrixJob& j) {
+  const int64_t n = std::min(j.rows, j.cols), m = std::max(j.rows, j.cols);
+  DeviceLayout l{};
+  l.x = align64(j.numel);
+  l.y = l.x + align64(n * m);
+  l.nn = l.y + align64(n * m);
+  l.nn_stride = align64(n * n);
+  l.total = l.nn + 6 * l.nn_stride;
+  return l;
+}
+
+// orthogonalize() on the device: the same steps (tall matrices transposed to their wide
+// orientation, X = u / (||u||_F + eps), the same Newton-Schulz sequence, back into u). The norm
+// is sum_squares (f64, its own summation order) and divide_by_norm (the CPU's rounding of the
+// root and its fp32 division); `fro` is one f64 of device memory.
+void orthogonalize_device(const DeviceOps& ops, float* u, int64_t rows, int64_t cols, bool gram,
+                          float* ws, const DeviceLayout& l, double* fro) {
+  const bool tall = rows > cols;
+  const int64_t n = tall ? cols : rows, m = tall ? rows : cols;
+  float* X = ws + l.x;
+  float* Y = ws + l.y;
+  float* nn = ws + l.nn;
+  const dspp_tensor_view xv = ops.matrix(X, n, m);
+  const dspp_tensor_view uv = ops.matrix(u, rows, cols);
+  const dspp_tensor_view fv = ops.scalar_f64(fro);
+  if (tall) {
+    pass_through(ops.kern->transpose(&uv, &xv, nullptr));
+    pass_through(ops.kern->sum_squares(&xv, &fv, 0, nullptr));
+    pass_through(ops.kern->divide_by_norm(&xv, &fv, kNsEps, &xv, nullptr));
+  } else {  // the CPU copies u into X and divides there: the same values
+    pass_through(ops.kern->sum_squares(&uv, &fv, 0, nullptr));
+    pass_through(ops.kern->divide_by_norm(&uv, &fv, kNsEps, &xv, nullptr));
+  }
+  if (gram && n < m) {
+    ns_gram(ops, &X, &Y, nn, l.nn_stride, n, m);
+  } else {
+    ns_standard(ops, &X, &Y, nn, nn + l.nn_stride, n, m);
+  }
+  if (tall) {
+    const dspp_tensor_view result = ops.matrix(X, n, m);
+    pass_through(ops.kern->transpose(&result, &uv, nullptr));
+  } else {
+    ops.copy(X, n * m, u);
+  }
 }
 
 const char* const kGroupKeys[] = {"lr",    "weight_decay", "momentum", "ns_method",
@@ -399,6 +536,22 @@ class Muon final : public FlatOptimizer {
     m_ = add_state("exp_avg", 0.0f);
     v_ = add_state("exp_avg_sq", 0.0f);
     warned_betas1_ = false;
+    ws_device_ = nullptr;
+    sums_device_ = nullptr;
+    if (on_device()) {
+      // One block for the largest matrix's buffers, one for the f64 sums (a gradient's per
+      // parameter, then the Frobenius norm's), allocated here once.
+      int64_t floats = 0;
+      for (const std::vector<MatrixJob>* list : {&large_, &small_})
+        for (const MatrixJob& j : *list) floats = std::max(floats, device_layout(j).total);
+      const size_t jobs = large_.size() + small_.size();
+      if (jobs > 0) {
+        ws_device_ = static_cast<float*>(add_device_scratch(
+            static_cast<size_t>(floats) * sizeof(float), "the Newton-Schulz buffers"));
+        sums_device_ = static_cast<double*>(
+            add_device_scratch((jobs + 1) * sizeof(double), "the squared norms"));
+      }
+    }
     log(DSPP_LOG_INFO, std::to_string(large_.size() + small_.size()) + " parameters (" +
                            std::to_string(muon_numel) + " elements) with Muon, " +
                            std::to_string(adam_count) + " (" + std::to_string(adam_numel) +
@@ -407,33 +560,10 @@ class Muon final : public FlatOptimizer {
 
   void run_step(float* params, const float* grads, int64_t step,
                 const std::vector<GroupStep>& gs) override {
-    const int32_t ng = num_groups();
-    std::vector<double> lr_muon(ng), lr_adam(ng);
-    bool got_betas1 = false;
-    for (int32_t g = 0; g < ng; ++g) {
-      const GroupHyper& h = groups_[g];
-      got_betas1 = got_betas1 || !std::isnan(gs[g].beta1);
-      if (!h.has_muon) {
-        lr_adam[g] = gs[g].lr;
-        continue;
-      }
-      lr_muon[g] = gs[g].lr;
-      lr_adam[g] = h.muon.lr > 0.0 ? h.adam.lr * (gs[g].lr / h.muon.lr) : h.adam.lr;
-    }
-    if (got_betas1 && !warned_betas1_) {
-      log(DSPP_LOG_WARNING,
-          "the scheduler's beta1/momentum is ignored: DeepSpeed does not cycle momentum for Muon");
-      warned_betas1_ = true;
-    }
+    const StepPlan plan = plan_step(step, gs);
 
     // AdamW on the segments Muon does not take.
-    std::vector<AdamConsts> k(num_slots());
-    for (int32_t s = 0; s < num_slots(); ++s) {
-      const int32_t g = slot_group(s);
-      const AdamHalf& a = groups_[g].adam;
-      const double wd = slot_no_decay(s) ? 0.0 : a.weight_decay;
-      k[s] = adam_consts(lr_adam[g], a.betas[0], a.betas[1], a.eps, wd, step, true, decoupled_);
-    }
+    const std::vector<AdamConsts>& k = plan.adam;
     float* m = m_;
     float* v = v_;
     const bool l2 = !decoupled_;
@@ -449,19 +579,6 @@ class Muon final : public FlatOptimizer {
 
     // Muon: the large matrices in turn (OpenBLAS threads each GEMM), then the small ones spread
     // over threads.
-    auto consts = [&](const MatrixJob& j) {
-      const MuonHalf& h = groups_[j.group].muon;
-      const double lr = lr_muon[j.group];
-      const double wd = j.no_decay ? 0.0 : h.weight_decay;
-      MuonStep s{};
-      s.beta = static_cast<float>(h.momentum);
-      s.one_minus_beta = static_cast<float>(1.0 - h.momentum);
-      s.lr = static_cast<float>(lr);
-      s.decay = static_cast<float>(1.0 - lr * wd);
-      s.lr_scale = static_cast<float>(lr * j.scale);
-      s.gram = h.gram;
-      return s;
-    };
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
@@ -472,7 +589,8 @@ class Muon final : public FlatOptimizer {
     if (workspace_.size() < need) workspace_.resize(need);  // outside the parallel region
     float* ws = workspace_.data();
     for (const MatrixJob& j : large_)
-      muon_parameter(j, consts(j), params + j.offset, grads + j.offset, m + j.offset, ws);
+      muon_parameter(j, muon_consts(j, plan), params + j.offset, grads + j.offset, m + j.offset,
+                     ws);
     const int64_t ns = static_cast<int64_t>(small_.size());
     const int64_t per_thread = ws_small_;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (par)
@@ -482,12 +600,128 @@ class Muon final : public FlatOptimizer {
       t = omp_get_thread_num();
 #endif
       const MatrixJob& j = small_[i];
-      muon_parameter(j, consts(j), params + j.offset, grads + j.offset, m + j.offset,
+      muon_parameter(j, muon_consts(j, plan), params + j.offset, grads + j.offset, m + j.offset,
                      ws + t * per_thread);
     }
   }
 
+  bool runs_on_device() const override {
+    return true;
+  }
+  dspp::optim::DeviceKernelsNeed device_kernels_need() const override {
+    return {3, "muon_momentum, decayed_update, transpose, add_diagonal, divide_by_norm"};
+  }
+
+  // The step on the GPU: the CPU path's constants and operations, on the legacy default stream.
+  // AdamW: one adam_step per run of adjacent non-Muon segments sharing their constants. Muon:
+  // first one sum_squares per parameter over its gradient (non-finite exactly when an element
+  // is: the squares of finite floats cannot overflow an f64 sum), all copied to the host at once
+  // (the step's one device-to-host copy, which waits for the work enqueued so far); then per
+  // parameter either the non-finite rule (p = p decay - lr g, momentum kept) or muon_momentum,
+  // the Newton-Schulz iteration of each matrix (orthogonalize_device) and the decayed update.
+  void run_step_device(float* params, const float* grads, int64_t step,
+                       const std::vector<GroupStep>& gs) override {
+    const StepPlan plan = plan_step(step, gs);
+    dspp::DeviceKernels* kern = device_kernels();
+    for (const dspp::optim::DeviceRun& r :
+         device_runs_where([&](int32_t s) { return !is_muon_[s]; })) {
+      const dspp::DeviceAdamConsts dk = dspp::optim::device_adam_consts(plan.adam[r.slot]);
+      const int64_t n = r.end - r.begin;
+      const dspp_tensor_view p = device_view(params + r.begin, n);
+      const dspp_tensor_view g = device_view(grads + r.begin, n);
+      const dspp_tensor_view m = device_view(m_ + r.begin, n);
+      const dspp_tensor_view v = device_view(v_ + r.begin, n);
+      pass_through(kern->adam_step(&p, &g, &m, &v, &dk, nullptr));
+    }
+
+    std::vector<const MatrixJob*> jobs;
+    for (const std::vector<MatrixJob>* list : {&large_, &small_})
+      for (const MatrixJob& j : *list) jobs.push_back(&j);
+    if (jobs.empty()) return;
+    const DeviceOps ops{device(), kern, where()};
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const dspp_tensor_view g = device_view(grads + jobs[i]->offset, jobs[i]->numel);
+      const dspp_tensor_view out = ops.scalar_f64(sums_device_ + i);
+      pass_through(kern->sum_squares(&g, &out, 0, nullptr));
+    }
+    std::vector<double> sums(jobs.size());
+    pass_through(device()->copy(sums.data(), sums_device_, sums.size() * sizeof(double), nullptr));
+    double* fro = sums_device_ + jobs.size();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const MatrixJob& j = *jobs[i];
+      const MuonStep k = muon_consts(j, plan);
+      const dspp_tensor_view p = device_view(params + j.offset, j.numel);
+      const dspp_tensor_view g = device_view(grads + j.offset, j.numel);
+      if (!std::isfinite(sums[i])) {  // momentum kept; the gradient itself is the update
+        pass_through(kern->decayed_update(&p, &g, k.decay, k.lr, nullptr));
+        continue;
+      }
+      const dspp_tensor_view m = device_view(m_ + j.offset, j.numel);
+      const dspp_tensor_view u = device_view(ws_device_, j.numel);
+      pass_through(kern->muon_momentum(&g, &m, &u, k.beta, k.one_minus_beta, nullptr));
+      const DeviceLayout l = device_layout(j);
+      const int64_t per = j.rows * j.cols;
+      for (int64_t b = 0; b < j.batch; ++b)
+        orthogonalize_device(ops, ws_device_ + b * per, j.rows, j.cols, k.gram, ws_device_, l, fro);
+      pass_through(kern->decayed_update(&p, &u, k.decay, k.lr_scale, nullptr));
+    }
+  }
+
  private:
+  // What one step needs besides the buffers, computed once for both paths: each group's Muon lr
+  // and the AdamW constants of every slot (Chunk::slot).
+  struct StepPlan {
+    std::vector<double> lr_muon;
+    std::vector<AdamConsts> adam;
+  };
+
+  StepPlan plan_step(int64_t step, const std::vector<GroupStep>& gs) {
+    const int32_t ng = num_groups();
+    StepPlan plan;
+    plan.lr_muon.assign(ng, 0.0);
+    std::vector<double> lr_adam(ng);
+    bool got_betas1 = false;
+    for (int32_t g = 0; g < ng; ++g) {
+      const GroupHyper& h = groups_[g];
+      got_betas1 = got_betas1 || !std::isnan(gs[g].beta1);
+      if (!h.has_muon) {
+        lr_adam[g] = gs[g].lr;
+        continue;
+      }
+      plan.lr_muon[g] = gs[g].lr;
+      lr_adam[g] = h.muon.lr > 0.0 ? h.adam.lr * (gs[g].lr / h.muon.lr) : h.adam.lr;
+    }
+    if (got_betas1 && !warned_betas1_) {
+      log(DSPP_LOG_WARNING,
+          "the scheduler's beta1/momentum is ignored: DeepSpeed does not cycle momentum for Muon");
+      warned_betas1_ = true;
+    }
+    plan.adam.resize(num_slots());
+    for (int32_t s = 0; s < num_slots(); ++s) {
+      const int32_t g = slot_group(s);
+      const AdamHalf& a = groups_[g].adam;
+      const double wd = slot_no_decay(s) ? 0.0 : a.weight_decay;
+      plan.adam[s] =
+          adam_consts(lr_adam[g], a.betas[0], a.betas[1], a.eps, wd, step, true, decoupled_);
+    }
+    return plan;
+  }
+
+  // The Muon constants of one parameter at this step.
+  MuonStep muon_consts(const MatrixJob& j, const StepPlan& plan) const {
+    const MuonHalf& h = groups_[j.group].muon;
+    const double lr = plan.lr_muon[j.group];
+    const double wd = j.no_decay ? 0.0 : h.weight_decay;
+    MuonStep s{};
+    s.beta = static_cast<float>(h.momentum);
+    s.one_minus_beta = static_cast<float>(1.0 - h.momentum);
+    s.lr = static_cast<float>(lr);
+    s.decay = static_cast<float>(1.0 - lr * wd);
+    s.lr_scale = static_cast<float>(lr * j.scale);
+    s.gram = h.gram;
+    return s;
+  }
+
   GroupHyper base_;
   bool decoupled_ = true;
   std::vector<GroupHyper> groups_;
@@ -499,6 +733,10 @@ class Muon final : public FlatOptimizer {
   float* m_ = nullptr;
   float* v_ = nullptr;
   bool warned_betas1_ = false;
+  // The GPU path's scratch (add_device_scratch): the largest matrix's DeviceLayout, and one f64
+  // per Muon parameter plus one.
+  float* ws_device_ = nullptr;
+  double* sums_device_ = nullptr;
 };
 
 using dspp::optim::kNonNegativeAuto;

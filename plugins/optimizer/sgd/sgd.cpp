@@ -6,6 +6,11 @@
 //                   d = nesterov ? d + momentum * buf : buf
 //   p = p - lr * d
 // A scheduler that cycles momentum (OneCycle) passes it as StepArgs::betas1.
+//
+// On a GPU (OptimizerSetup::device CUDA) the step is DeviceKernels::sgd_step (version 3), one
+// launch per run of adjacent segments sharing their constants, with the CPU path's constants and
+// its first-step rule; the buffer starts on the device the same way (zeros, or d on the first
+// step that uses it).
 #include "../common/flat_optimizer.h"
 
 namespace {
@@ -89,24 +94,8 @@ class Sgd final : public FlatOptimizer {
 
   void run_step(float* params, const float* grads, int64_t step,
                 const std::vector<GroupStep>& gs) override {
-    std::vector<SgdConsts> k(num_slots());
-    bool fresh = false;
-    for (int32_t s = 0; s < num_slots(); ++s) {
-      const int32_t g = slot_group(s);
-      const SgdHyper& h = groups_[g];
-      const double wd = slot_no_decay(s) ? 0.0 : h.weight_decay;
-      const double mom = std::isnan(gs[g].beta1) ? h.momentum : gs[g].beta1;
-      if (mom != 0.0 && !buf_) {
-        // A scheduler turned momentum on for a group configured without it: the buffer starts
-        // now, as torch starts it on the first step that uses it.
-        buf_ = add_state("momentum_buffer", 0.0f);
-        fresh = true;
-      }
-      k[s] =
-          SgdConsts{static_cast<float>(gs[g].lr), static_cast<float>(wd), static_cast<float>(mom),
-                    static_cast<float>(1.0 - h.dampening), h.maximize ? -1.0f : 1.0f};
-    }
-    const bool first = step == 1 || fresh;
+    bool first = false;
+    const std::vector<SgdConsts> k = slot_consts(step, gs, &first);
     float* buf = buf_;
     for_each_chunk([&](const dspp::optim::Chunk& c, int64_t) {
       const SgdConsts& kc = k[c.slot];
@@ -128,7 +117,58 @@ class Sgd final : public FlatOptimizer {
     });
   }
 
+ protected:
+  bool runs_on_device() const override { return true; }
+  dspp::optim::DeviceKernelsNeed device_kernels_need() const override { return {3, "sgd_step"}; }
+
+  void run_step_device(float* params, const float* grads, int64_t step,
+                       const std::vector<GroupStep>& gs) override {
+    bool first = false;
+    const std::vector<SgdConsts> k = slot_consts(step, gs, &first);
+    for (const dspp::optim::DeviceRun& r : device_runs()) {
+      const SgdConsts& c = k[r.slot];
+      const dspp::DeviceSgdConsts dk{c.lr,
+                                     c.wd,
+                                     c.momentum,
+                                     c.one_minus_dampening,
+                                     c.sign,
+                                     first ? 1 : 0,
+                                     groups_[slot_group(r.slot)].nesterov};
+      const int64_t n = r.end - r.begin;
+      const dspp_tensor_view p = device_view(params + r.begin, n);
+      const dspp_tensor_view g = device_view(grads + r.begin, n);
+      const dspp_tensor_view b = buf_ ? device_view(buf_ + r.begin, n) : dspp_tensor_view{};
+      dspp::plugin::pass_through(
+          device_kernels()->sgd_step(&p, &g, c.momentum != 0.0f ? &b : nullptr, &dk, nullptr));
+    }
+  }
+
  private:
+  // The constants of every slot (Chunk::slot) for this step, both paths'. Starts the momentum
+  // buffer when a scheduler turns momentum on for the first time; *first says whether the
+  // buffer starts as d in this step.
+  std::vector<SgdConsts> slot_consts(int64_t step, const std::vector<GroupStep>& gs, bool* first) {
+    std::vector<SgdConsts> k(num_slots());
+    bool fresh = false;
+    for (int32_t s = 0; s < num_slots(); ++s) {
+      const int32_t g = slot_group(s);
+      const SgdHyper& h = groups_[g];
+      const double wd = slot_no_decay(s) ? 0.0 : h.weight_decay;
+      const double mom = std::isnan(gs[g].beta1) ? h.momentum : gs[g].beta1;
+      if (mom != 0.0 && !buf_) {
+        // A scheduler turned momentum on for a group configured without it: the buffer starts
+        // now, as torch starts it on the first step that uses it.
+        buf_ = add_state("momentum_buffer", 0.0f);
+        fresh = true;
+      }
+      k[s] =
+          SgdConsts{static_cast<float>(gs[g].lr), static_cast<float>(wd), static_cast<float>(mom),
+                    static_cast<float>(1.0 - h.dampening), h.maximize ? -1.0f : 1.0f};
+    }
+    *first = step == 1 || fresh;
+    return k;
+  }
+
   static SgdHyper read(const OptionReader& o, const SgdHyper& d) {
     SgdHyper h;
     h.lr = o.non_negative("lr", d.lr);

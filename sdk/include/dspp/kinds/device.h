@@ -109,7 +109,7 @@ class Device {
 // A bad shape or dtype fails with DSPP_ERR_INVALID_ARGUMENT and a message naming the argument;
 // nothing is enqueued then.
 
-#define DSPP_DEVICE_KERNELS_VERSION 2
+#define DSPP_DEVICE_KERNELS_VERSION 3
 
 // gemm epilogues: what is applied to alpha op(a) op(b) + beta c before it is stored in c.
 #define DSPP_GEMM_EPILOGUE_NONE 0
@@ -130,6 +130,45 @@ struct DeviceAdamConsts {
   float eps;
   float decay;  // 1 - lr * weight_decay (decoupled, AdamW), else 1
   float l2;     // weight_decay (L2 mode), else 0
+};
+
+// ---- Version 3: the constants of the other optimizers' steps, rounded to fp32 by the host (which
+// computes them in double, as the CPU optimizers do). The formulas are those of the CPU plugins'
+// kernels (plugins/optimizer/*), per element, each operation rounded to fp32 in the order written.
+
+// torch.optim.SGD: d = sign g + wd p; when momentum != 0: buf = first ? d : momentum buf +
+// one_minus_dampening d, then d = nesterov ? d + momentum buf : buf; p = p - lr d.
+struct DeviceSgdConsts {
+  float lr, wd, momentum, one_minus_dampening;
+  float sign;        // -1 when maximising, else 1
+  int32_t first;     // non-zero: the buffer starts as d (the first step that uses it)
+  int32_t nesterov;  // non-zero: Nesterov momentum
+};
+
+// Lion: c = beta1 m + one_minus_beta1 g; p = p decay - lr sign(c) (sign of 0 and NaN: 0);
+// m = beta2 m + one_minus_beta2 g (from the old m).
+struct DeviceLionConsts {
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float lr;
+  float decay;  // 1 - lr * weight_decay
+};
+
+// Adagrad: d = sign g + wd p; sum = sum + d^2; p = p - clr (d / (sqrt(sum) + eps)).
+struct DeviceAdagradConsts {
+  float clr;  // lr / (1 + (t - 1) lr_decay)
+  float wd;   // L2, added to the gradient (also when 0: 0 x inf is NaN, as on the CPU)
+  float eps;
+  float sign;  // -1 when maximising, else 1
+};
+
+// LAMB (DeepSpeed's FusedLamb, moments not bias-corrected): m = beta1 m + one_minus_beta1 g;
+// v = beta2 v + one_minus_beta2 g^2; u = m / denom + wd p with denom = sqrt(v) + eps, or
+// sqrt(v + eps) when eps_inside_sqrt. The trust ratio comes from the norms of p and u.
+struct DeviceLambConsts {
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float eps;
+  float wd;
+  int32_t eps_inside_sqrt;
 };
 
 class DeviceKernels {
@@ -240,6 +279,60 @@ class DeviceKernels {
   virtual dspp_status adam_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
                                 const dspp_tensor_view* m, const dspp_tensor_view* v,
                                 const DeviceAdamConsts* k, void* stream) noexcept = 0;
+
+  // ---- Version 3: the steps of sgd, lion, adagrad and lamb, and the elementwise pieces of Muon
+  // (its Newton-Schulz products go through gemm with flags 0). The host calls these only when
+  // version() >= 3. Every tensor is f32 unless said; the element counts must match (any shapes);
+  // arguments of one call are distinct memory unless said. Per element the arithmetic is the CPU
+  // kernel's fp32 operations in its order, each rounded once (no fused multiply-add), square
+  // roots and divisions correctly rounded, so the results equal the CPU plugins' bit for bit.
+
+  // One SGD step over p, g and the momentum buffer buf (DeviceSgdConsts' formula). buf may be
+  // NULL when k->momentum is 0 (it is then neither read nor written).
+  virtual dspp_status sgd_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                               const dspp_tensor_view* buf, const DeviceSgdConsts* k,
+                               void* stream) noexcept = 0;
+  // One Lion step over p, g and the momentum m (DeviceLionConsts' formula).
+  virtual dspp_status lion_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                                const dspp_tensor_view* m, const DeviceLionConsts* k,
+                                void* stream) noexcept = 0;
+  // One Adagrad step over p, g and the squared sum (DeviceAdagradConsts' formula).
+  virtual dspp_status adagrad_step(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                                   const dspp_tensor_view* sum, const DeviceAdagradConsts* k,
+                                   void* stream) noexcept = 0;
+  // LAMB's first pass over one parameter: m and v updated (DeviceLambConsts), u = the update
+  // m / denom + wd p, written for the caller's norm (sum_squares); p is only read.
+  virtual dspp_status lamb_moments(const dspp_tensor_view* p, const dspp_tensor_view* g,
+                                   const dspp_tensor_view* m, const dspp_tensor_view* v,
+                                   const DeviceLambConsts* k, const dspp_tensor_view* u,
+                                   void* stream) noexcept = 0;
+  // LAMB's second pass: the update recomputed from the new m and v, as in the first pass, and
+  // p = p - scale u, scale = step_size x the trust ratio (the host's).
+  virtual dspp_status lamb_apply(const dspp_tensor_view* p, const dspp_tensor_view* m,
+                                 const dspp_tensor_view* v, const DeviceLambConsts* k, float scale,
+                                 void* stream) noexcept = 0;
+  // Muon's momentum with the Nesterov blend: m = beta m + one_minus_beta g, then
+  // u = one_minus_beta g + beta m (the new m).
+  virtual dspp_status muon_momentum(const dspp_tensor_view* g, const dspp_tensor_view* m,
+                                    const dspp_tensor_view* u, float beta, float one_minus_beta,
+                                    void* stream) noexcept = 0;
+  // The decayed update p = p decay - step u (Muon's step, and its rule for a non-finite gradient
+  // with u = g).
+  virtual dspp_status decayed_update(const dspp_tensor_view* p, const dspp_tensor_view* u,
+                                     float decay, float step, void* stream) noexcept = 0;
+  // out [C, R] = x^T for the matrix x [R, C] (a view of any rank, see "matrix" above); x and out
+  // of one float dtype, distinct. Exact (a copy).
+  virtual dspp_status transpose(const dspp_tensor_view* x, const dspp_tensor_view* out,
+                                void* stream) noexcept = 0;
+  // x[i, i] += value for the square matrix x [N, N] (f32): Newton-Schulz's a I + Z.
+  virtual dspp_status add_diagonal(const dspp_tensor_view* x, float value,
+                                   void* stream) noexcept = 0;
+  // out = x / (float(sqrt(sum_sq[0])) + eps), the square root in f64 and rounded once to f32, the
+  // addition and the division in f32: the Frobenius normalisation of Newton-Schulz, with sum_sq
+  // (f64, one element of device memory) from sum_squares. out like x (may be x).
+  virtual dspp_status divide_by_norm(const dspp_tensor_view* x, const dspp_tensor_view* sum_sq,
+                                     float eps, const dspp_tensor_view* out,
+                                     void* stream) noexcept = 0;
 
  protected:
   ~DeviceKernels() = default;
