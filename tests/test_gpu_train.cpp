@@ -126,7 +126,8 @@ Run ds_train(const std::string& device, const std::string& extra, const std::str
   const std::string csv = (dir / "run.csv").string(), dump = (dir / "params.bin").string();
   const std::string args = "--device " + device +
                            " --steps 30 --n-layer 2 --n-embd 64 --n-head 4 --eval-batches 1 "
-                           "--seed 3 --csv '" + csv + "' --dump-params '" + dump + "' " + extra;
+                           "--seed 3 --csv '" +
+                           csv + "' --dump-params '" + dump + "' " + extra;
   const ToolRun r = run_tool(kDsTrain, args);
   INFO("ds-train " << args << "\n" << r.out << r.err);
   REQUIRE(r.rc == 0);
@@ -258,8 +259,8 @@ TEST_CASE("ZeRO-Offload on the GPU trains as without it (bf16 ZeRO 2)") {
 }
 
 TEST_CASE("a GPU checkpoint resumes on the GPU where it left off (bf16)") {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                    ("dspp_gpu_ckpt_" + std::to_string(::getpid()));
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("dspp_gpu_ckpt_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   const std::string common = "--set bf16.enabled=true --save '" + dir.string() + "' ";
   const Run whole = ds_train("cuda", common + "--save-every 15", "whole");

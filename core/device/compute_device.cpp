@@ -57,7 +57,8 @@ int local_rank() {
   char* end = nullptr;
   const long r = std::strtol(v, &end, 10);
   if (*end != '\0' || r < 0) {
-    throw Error(Errc::kInvalidArgument, std::string("LOCAL_RANK must be a non-negative integer, got '") + v + "'");
+    throw Error(Errc::kInvalidArgument,
+                std::string("LOCAL_RANK must be a non-negative integer, got '") + v + "'");
   }
   return static_cast<int>(r);
 }
@@ -112,7 +113,8 @@ dspp_device use_device(const std::string& request) {
   }
   if (s.current.type == DSPP_DEVICE_CUDA) {
     if (s.current.index == index) return s.current;
-    throw Error(Errc::kInvalidArgument, "use_device(\"" + request + "\"): this process already computes on " +
+    throw Error(Errc::kInvalidArgument, "use_device(\"" + request +
+                                            "\"): this process already computes on " +
                                             device_name(s.current) + "; one GPU per process");
   }
   std::string why;
@@ -155,7 +157,8 @@ DeviceKernels* compute_kernels() {
 }
 
 void synchronize_device() {
-  if (Device* d = compute_device()) check_plugin(d->synchronize(nullptr), "device/cuda synchronize");
+  if (Device* d = compute_device())
+    check_plugin(d->synchronize(nullptr), "device/cuda synchronize");
 }
 
 DeviceMemory device_memory() {
@@ -173,7 +176,8 @@ DeviceMemory device_memory() {
 }
 
 void reset_device_peak_memory() {
-  if (Device* d = compute_device()) check_plugin(d->reset_peak_stats(), "device/cuda reset_peak_stats");
+  if (Device* d = compute_device())
+    check_plugin(d->reset_peak_stats(), "device/cuda reset_peak_stats");
 }
 
 namespace device {

@@ -143,12 +143,12 @@ std::string Engine::save_checkpoint(const std::string& save_dir, const std::stri
                 params_[i]->shape, lo - z.offset_in_flat);
   }
   // Each rank writes only its shard's part of the states (at stage 0 they cover every element).
-  for_each_state_piece(optimizer_.impl.get(), zero_params_, sh.optimizer_begin, sh.begin, sh.end,
-                       staging, [&](const char* state, size_t i, int64_t lo, int64_t hi, float* at) {
-                         w.add_piece(std::string("optimizer/") + state + "/" + params_[i]->name,
-                                     f32_view(at, hi - lo), params_[i]->shape,
-                                     lo - zero_params_[i].offset_in_flat);
-                       });
+  for_each_state_piece(
+      optimizer_.impl.get(), zero_params_, sh.optimizer_begin, sh.begin, sh.end, staging,
+      [&](const char* state, size_t i, int64_t lo, int64_t hi, float* at) {
+        w.add_piece(std::string("optimizer/") + state + "/" + params_[i]->name,
+                    f32_view(at, hi - lo), params_[i]->shape, lo - zero_params_[i].offset_in_flat);
+      });
   const int rank = static_cast<int>(mesh_.rank);
   const ShardSummary summary = w.write_shard(dir, rank);
   const std::vector<std::string> all =

@@ -151,12 +151,11 @@ Tensor CausalSelfAttention::backward_input(const Tensor& dy) {
     const std::string who = nn::where(*this);
     Tensor dy_core = backward_child(*c_proj_, dy);
     Tensor dqkv = Tensor::empty(qkv_.shape(), qkv_.dtype(), qkv_.device());
-    const dspp_tensor_view vq = qkv_.view(), vy = y_.view(), vl = lse_.view(),
-                           vdy = dy_core.view(), vdq = dqkv.view();
+    const dspp_tensor_view vq = qkv_.view(), vy = y_.view(), vl = lse_.view(), vdy = dy_core.view(),
+                           vdq = dqkv.view();
     nn::gpu::run(who,
-                 nn::gpu::kernels(who).attention_backward(&vq, &vy, &vl, &vdy,
-                                                          static_cast<int32_t>(n_head_), &vdq,
-                                                          nullptr),
+                 nn::gpu::kernels(who).attention_backward(
+                     &vq, &vy, &vl, &vdy, static_cast<int32_t>(n_head_), &vdq, nullptr),
                  "attention_backward");
     return backward_child(*c_attn_, dqkv);
   }

@@ -33,10 +33,9 @@ Tensor LayerNorm::forward(const Tensor& x) {
     Tensor rstd = Tensor::empty({rows}, DSPP_F32, w.device());
     const dspp_tensor_view vx = xd.view(), vw = w.view(), vb = bias_.value.view(), vy = y.view(),
                            vm = mean.view(), vr = rstd.view();
-    nn::gpu::run(who,
-                 nn::gpu::kernels(who).layernorm_forward(&vx, &vw, &vb, eps_, &vy, &vm, &vr,
-                                                         nullptr),
-                 "layernorm_forward");
+    nn::gpu::run(
+        who, nn::gpu::kernels(who).layernorm_forward(&vx, &vw, &vb, eps_, &vy, &vm, &vr, nullptr),
+        "layernorm_forward");
     x_ = xd;
     mean_ = mean;
     rstd_ = rstd;

@@ -58,12 +58,12 @@ Tensor Linear::forward(const Tensor& x) {
     Tensor y = Tensor::empty(nn::with_last(xd, out), w.dtype(), w.device());
     const dspp_tensor_view vx = xd.view(), vw = w.view(), vy = y.view();
     const dspp_tensor_view vb = has_bias_ ? bias_.value.view() : dspp_tensor_view{};
-    nn::gpu::run(who,
-                 nn::gpu::kernels(who).gemm(&vx, 0, &vw, 1, &vy, 1.0f, 0.0f,
-                                            has_bias_ ? DSPP_GEMM_EPILOGUE_BIAS
-                                                      : DSPP_GEMM_EPILOGUE_NONE,
-                                            has_bias_ ? &vb : nullptr, nullptr, 0, nullptr),
-                 "gemm");
+    nn::gpu::run(
+        who,
+        nn::gpu::kernels(who).gemm(&vx, 0, &vw, 1, &vy, 1.0f, 0.0f,
+                                   has_bias_ ? DSPP_GEMM_EPILOGUE_BIAS : DSPP_GEMM_EPILOGUE_NONE,
+                                   has_bias_ ? &vb : nullptr, nullptr, 0, nullptr),
+        "gemm");
     x_ = xd;
     return y;
   }

@@ -97,8 +97,8 @@ float CrossEntropyLoss::forward_loss_gpu(const Tensor& logits, const Tensor& tar
   Tensor d = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
   const dspp_tensor_view vl = logits.view(), vt = td.view(), vm = mean.view(), vd = d.view();
   nn::gpu::run(who,
-               nn::gpu::kernels(who).cross_entropy(&vl, &vt, ignore_index_, 1.0f, nullptr, &vm,
-                                                   &vd, nullptr),
+               nn::gpu::kernels(who).cross_entropy(&vl, &vt, ignore_index_, 1.0f, nullptr, &vm, &vd,
+                                                   nullptr),
                "cross_entropy");
   dlogits_ = d;
   logits_ = logits;

@@ -206,9 +206,9 @@ void Tensor::zero_() {
 
 void Tensor::copy_from(const Tensor& src) {
   if (!defined() || !src.defined() || src.dtype_ != dtype_ || src.numel() != numel()) {
-    throw Error(Errc::kInvalidArgument,
-                "copy_from: cannot copy " + src.describe() + " into " + describe() +
-                    " (the dtypes and element counts must match)");
+    throw Error(Errc::kInvalidArgument, "copy_from: cannot copy " + src.describe() + " into " +
+                                            describe() +
+                                            " (the dtypes and element counts must match)");
   }
   device::copy_bytes(data(), device_, src.data(), src.device_, nbytes());
 }

@@ -5,10 +5,10 @@
 //   ds-train [--config FILE] [--steps N] [--data PATH] [--csv FILE] [--seed N] ...
 //
 // Its last output line is `final train_loss=X eval_loss=Y` followed by more ` key=value` fields.
+#include <dspp/device.h>
 #include <dspp/engine.h>
 #include <dspp/error.h>
 #include <dspp/initialize.h>
-#include <dspp/device.h>
 #include <dspp/models.h>
 #include <rapidjson/document.h>
 #include <rapidjson/pointer.h>
@@ -625,7 +625,8 @@ int run(const Options& o) {
       // The caching allocator's counters: model states, activations and scratch together.
       const dspp::DeviceMemory d = dspp::device_memory();
       std::printf("ds-train: GPU memory on rank 0 (%s): peak allocated %.2f GiB of %.2f GiB\n",
-                  dspp::device_name(device).c_str(), static_cast<double>(d.peak_allocated) / (1 << 30),
+                  dspp::device_name(device).c_str(),
+                  static_cast<double>(d.peak_allocated) / (1 << 30),
                   static_cast<double>(d.total) / (1 << 30));
     }
   }
@@ -730,9 +731,9 @@ int main(int argc, char** argv) {
       "held-out token files (default: the last 5% of --data's windows, not trained on)")(
       "vocab-size", po::value(&o.vocab_size)->value_name("N")->default_value(o.vocab_size),
       "the GPT's vocabulary with --data (GPT-2's by default); without --data, pads the embedded "
-      "task's vocabulary to N")(
-      "digits", po::value(&o.digits)->value_name("D")->default_value(o.digits),
-      "digits per operand of the addition task")(
+      "task's vocabulary to N")("digits",
+                                po::value(&o.digits)->value_name("D")->default_value(o.digits),
+                                "digits per operand of the addition task")(
       "mlp-task", po::value(&o.mlp_task)->default_value(o.mlp_task),
       "the MLP's synthetic task: classification or regression");
   po::options_description all;
