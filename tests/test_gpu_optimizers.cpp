@@ -14,22 +14,14 @@
 #include <memory>
 
 #include "catch.h"
+#include "gpu_device_fixture.h"
 #include "optimizer_device_scenario.h"
 
 namespace {
 
-struct Gpu {
-  dspp::PluginRegistry registry;  // outlives dev (declared first)
-  std::shared_ptr<dspp::Device> dev;
-  Gpu() {
-    registry.load_library(DSPP_DEVICE_CUDA_PLUGIN);
-    dev = registry.create<dspp::Device>("device", "cuda", nullptr);
-    zdev::check(dev->set_current(0), "set_current(0)");
-    dspp::DeviceKernels* k = dev->kernels();
-    REQUIRE(k != nullptr);
-    REQUIRE(k->version() >= 3);  // the optimizer kernels
-  }
-  ~Gpu() { (void)dev->synchronize(nullptr); }
+// Kernels version 3: the optimizer kernels.
+struct Gpu : GpuDevice {
+  Gpu() : GpuDevice(3) {}
 };
 
 }  // namespace

@@ -12,22 +12,14 @@
 #include <memory>
 
 #include "catch.h"
+#include "gpu_device_fixture.h"
 #include "zero_device_scenario.h"
 
 namespace {
 
-struct Gpu {
-  dspp::PluginRegistry registry;  // outlives dev (declared first)
-  std::shared_ptr<dspp::Device> dev;
-  Gpu() {
-    registry.load_library(DSPP_DEVICE_CUDA_PLUGIN);
-    dev = registry.create<dspp::Device>("device", "cuda", nullptr);
-    zdev::check(dev->set_current(0), "set_current(0)");
-    dspp::DeviceKernels* k = dev->kernels();
-    REQUIRE(k != nullptr);
-    REQUIRE(k->version() >= 2);  // sum_squares, adam_step
-  }
-  ~Gpu() { (void)dev->synchronize(nullptr); }
+// Kernels version 2: sum_squares, adam_step.
+struct Gpu : GpuDevice {
+  Gpu() : GpuDevice(2) {}
 };
 
 }  // namespace
