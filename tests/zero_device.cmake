@@ -6,10 +6,4 @@ dspp_add_test(test_zero_device_fake SOURCES test_zero_device_fake.cpp LIBS ${CMA
 # them without contraction into fused multiply-adds (cpu_optimizer.cmake), so both agree bit for
 # bit on every target.
 target_compile_options(test_zero_device_fake PRIVATE -ffp-contract=off)
-foreach(t dspp_optimizer_adam dspp_optimizer_sgd dspp_optimizer_lion dspp_optimizer_lamb
-          dspp_optimizer_adagrad dspp_optimizer_muon dspp_zero_stage0 dspp_zero_stage1
-          dspp_zero_stage2 dspp_zero_stage3)
-  add_dependencies(test_zero_device_fake ${t})
-  string(TOUPPER "${t}" var)
-  target_compile_definitions(test_zero_device_fake PRIVATE "${var}_PATH=\"$<TARGET_FILE:${t}>\"")
-endforeach()
+dspp_test_plugin_paths(test_zero_device_fake)
