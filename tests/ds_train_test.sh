@@ -6,8 +6,9 @@
 #       its last line.
 #   ds_train_test.sh dsrun DS_TRAIN WORKDIR DSRUN   the same run as 2 data-parallel processes under
 #       `dsrun -n 2`: the same checks, on rank 0's lines, and exactly one final line (rank 0's).
-#   ds_train_test.sh errors DS_TRAIN WORKDIR   a missing data file, a missing config file and a
-#       misspelt config key each exit non-zero with the dspp::Error message.
+#   ds_train_test.sh errors DS_TRAIN WORKDIR   a missing data file, a missing config file, a
+#       misspelt config key, an unknown --device and a GPU that does not exist each exit non-zero
+#       with the dspp::Error message.
 set -euo pipefail
 mode="$1"
 ds_train="$2"
@@ -75,6 +76,9 @@ errors() {
   expect_error "$work/no-such.bin" --steps 1 --data "$work/no-such.bin"
   expect_error "$work/no-such.json" --steps 1 --config "$work/no-such.json"
   expect_error "gradient_clipping" --steps 1 --set gradient_cliping=1.0
+  expect_error "'tpu' is not one of auto, cpu, cuda" --steps 1 --device tpu
+  # More GPUs asked for than any machine here has (the plugin missing or seeing none says so too).
+  expect_error "use_device(\"cuda:99\")" --steps 1 --device cuda:99
 }
 
 case "$mode" in
