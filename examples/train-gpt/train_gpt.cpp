@@ -1,5 +1,6 @@
 // The README's example: train a small GPT on the embedded A+B=C task with a DeepSpeed config.
 //   train_gpt [STEPS]
+#include <dspp/device.h>
 #include <dspp/initialize.h>
 #include <dspp/models.h>
 
@@ -8,6 +9,7 @@
 
 int main(int argc, char** argv) {
   const int steps = argc > 1 ? std::atoi(argv[1]) : 200;
+  dspp::use_device("auto");  // the GPU LOCAL_RANK names when there is one, else the CPU
   dspp::InitializeArgs args;
   args.model = std::make_shared<dspp::GPT>(dspp::GPTConfig{13, 64, 2, 4, 64}, /*seed=*/1);
   args.training_data = std::make_shared<dspp::AdditionTask>();  // embedded A+B=C task
