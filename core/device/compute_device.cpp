@@ -184,8 +184,7 @@ namespace device {
 
 Device& require(dspp_device where, const char* what) {
   Device* d = compute_device();
-  if (where.type != DSPP_DEVICE_CUDA) return *d;  // unused for the CPU
-  if (!d || state().current.index != where.index) {
+  if (where.type != DSPP_DEVICE_CUDA || !d || state().current.index != where.index) {
     throw Error(Errc::kInvalidArgument, std::string(what) + ": a tensor on " + device_name(where) +
                                             " but this process computes on " +
                                             device_name(current_device()) +

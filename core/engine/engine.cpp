@@ -365,19 +365,9 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
     offset_of[p->name] = off;
     off += n;
   }
-  if (!manages_params_) {
-    if (!gpu) {
-      flat_params_ = host_values;
-    } else if (value_dtype == DSPP_F32) {
-      flat_params_ = host_values.to(device_);
-    } else {
-      Tensor staged = host_values.to(device_);
-      flat_params_ = Tensor::empty({padded}, value_dtype, device_);
-      const dspp_tensor_view vs = staged.view(), vd = flat_params_.view();
-      check_plugin(device::kernels("engine").cast(&vs, &vd, nullptr), "engine: parameters cast");
-    }
-    host_values = Tensor();
-  }
+  // (On the CPU this is host_values itself.)
+  if (!manages_params_) flat_params_ = host_values.to(device_, value_dtype);
+  host_values = Tensor();
   for (Parameter* p : params_) {
     const int64_t o = offset_of[p->name];
     if (!manages_params_) p->value = flat_params_.slice(o, p->shape);

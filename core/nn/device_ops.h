@@ -50,16 +50,11 @@ inline Tensor to_compute(const std::string& who, const char* what, const Tensor&
     }
     return x;
   }
-  if (x.dtype() == dtype) return x.to(dev);
-  if (x.dtype() != DSPP_F32 || !is_float(dtype)) {
+  if (x.dtype() != dtype && (x.dtype() != DSPP_F32 || !is_float(dtype))) {
     throw Error(Errc::kInvalidArgument, who + ": " + what + " must be f32 or " + dtype_name(dtype) +
                                             ", got " + x.describe());
   }
-  Tensor staged = x.to(dev);
-  Tensor out = Tensor::empty(x.shape(), dtype, dev);
-  const dspp_tensor_view vs = staged.view(), vo = out.view();
-  run(who, kernels(who).cast(&vs, &vo, nullptr), "cast");
-  return out;
+  return x.to(dev, dtype);
 }
 
 // a + b (one shape, dtype and device) into a new tensor.

@@ -73,6 +73,12 @@ std::string percent(double fraction) {
   return fixed(100.0 * fraction, 1) + "%";
 }
 
+// --device's default: DSPP_DEVICE (dsrun forwards it to every rank) or auto.
+std::string default_device() {
+  const char* v = std::getenv("DSPP_DEVICE");
+  return v && *v ? v : "auto";
+}
+
 struct Options {
   std::string config_path;  // empty: the built-in default (examples/configs/ds-train.json)
   std::vector<std::string> sets;
@@ -87,10 +93,7 @@ struct Options {
   int64_t save_every = 0;
   std::string resume;
   uint64_t seed = 1;
-  // --device's default: DSPP_DEVICE (dsrun forwards it to every rank) or auto.
-  std::string device = std::getenv("DSPP_DEVICE") && *std::getenv("DSPP_DEVICE")
-                           ? std::getenv("DSPP_DEVICE")
-                           : "auto";
+  std::string device = default_device();
   std::string model = "gpt";
   std::string mlp_task = "classification";
   int64_t n_layer = 1;

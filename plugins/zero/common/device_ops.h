@@ -135,14 +135,7 @@ struct DeviceOps {
   template <class Ranges>
   double sum_squares(const dspp_tensor_view& flat, const Ranges& ranges,
                      const dspp_tensor_view& acc) const {
-    bool any = false;
-    for (const auto& r : ranges) {
-      if (r.end <= r.begin) continue;
-      const dspp_tensor_view part = slice_of(flat, r.begin, r.end - r.begin);
-      pass_through(k->sum_squares(&part, &acc, any ? 1 : 0, nullptr));
-      any = true;
-    }
-    if (!any) return 0.0;
+    sum_squares_into(flat, ranges, acc);
     return read_f64(acc);
   }
   // As sum_squares, without the copy to the host: `acc` holds the sum afterwards (0 when there
