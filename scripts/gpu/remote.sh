@@ -110,8 +110,9 @@ if [[ " $STEPS " == *" train "* && "$rc_build" != [1-9]* ]]; then
   # GPT-2 124M shapes (12 layers, 12 heads, 768 wide, vocab 50304, T 1024), bf16, ZeRO 0, AdamW, micro batch
   # 16 (16k tokens per step). The token file: the bytes of this repository's sources as tokens of
   # GPT-2's padded vocabulary 50304 (real text, so the loss falls far below ln 50304 = 10.8), in
-  # llm.c's format (256 int32 header words: magic 20240520, version 1, count; uint16 tokens).
-  python3 - "$SRC" "$OUT/tokens.bin" <<'PY'
+  # llm.c's format (256 int32 header words: magic 20240520, version 1, count; uint16 tokens),
+  # kept on that machine (not in $OUT, which is copied back after every call).
+  python3 - "$SRC" /tmp/dspp-tokens.bin <<'PY'
 import os, struct, sys
 src, out = sys.argv[1], sys.argv[2]
 data = bytearray()
@@ -130,7 +131,7 @@ PY
   GPT2="$GPT2 --set train_micro_batch_size_per_gpu=16 --set optimizer.params.lr=6e-4 --print-every 10"
   # (--eval-batches 1 on the embedded task: its accuracy reads the 50304-wide logits on the host.)
   for run in "embedded:--steps ${DSPP_GPU_TRAIN_STEPS:-40} --vocab-size 50304 --eval-batches 1" \
-             "tokens:--steps ${DSPP_GPU_TRAIN_STEPS:-40} --data $OUT/tokens.bin --vocab-size 50304"; do
+             "tokens:--steps ${DSPP_GPU_TRAIN_STEPS:-40} --data /tmp/dspp-tokens.bin --vocab-size 50304"; do
     name="${run%%:*}"
     t0=$SECONDS
     # shellcheck disable=SC2086
