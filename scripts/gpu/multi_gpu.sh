@@ -3,7 +3,8 @@
 # "multi" step): the several-GPU runs of the multi-GPU issue, with one process per GPU started by
 # dsrun, NCCL, NCCL_NVLS_ENABLE=0.
 #  1. Equivalence: ds-train on 2 GPUs against 1 GPU (the same global batch), ZeRO 0, 1, 2 with
-#     AdamW in fp32, ZeRO 2 in bf16, ZeRO 2 with optimizer offload: every step's loss.
+#     AdamW in fp32, ZeRO 2 in bf16, ZeRO 2 with optimizer offload, Muon at ZeRO 1 and 2 (with and
+#     without offload): every step's loss.
 #  2. Memory: a 24-layer, 1024-wide GPT (355M parameters) at ZeRO 0, 1, 2 on 2 GPUs, fp32 AdamW:
 #     the engine's model-state bytes per rank against the ZeRO paper's formula, and the caching
 #     allocator's peak per GPU.
@@ -36,7 +37,10 @@ echo "== 1. 2 GPUs against 1 (global batch 32)"
 for run in "z0:--set zero_optimization.stage=0" "z1:--set zero_optimization.stage=1" \
            "z2:--set zero_optimization.stage=2 --set zero_optimization.reduce_bucket_size=50000" \
            "z2-bf16:--set zero_optimization.stage=2 --set bf16.enabled=true" \
-           "z2-offload:--set zero_optimization.stage=2 --set zero_optimization.offload_optimizer.device=cpu"; do
+           "z2-offload:--set zero_optimization.stage=2 --set zero_optimization.offload_optimizer.device=cpu" \
+           "z1-muon:--set zero_optimization.stage=1 --set optimizer.type=Muon" \
+           "z2-muon:--set zero_optimization.stage=2 --set optimizer.type=Muon" \
+           "z2-muon-offload:--set zero_optimization.stage=2 --set optimizer.type=Muon --set zero_optimization.offload_optimizer.device=cpu"; do
   name="${run%%:*}"
   # shellcheck disable=SC2086
   "$DST" $SMALL --steps 20 ${run#*:} --set train_micro_batch_size_per_gpu=32 --csv "$OUT/$name-1.csv" \
