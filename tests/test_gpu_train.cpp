@@ -12,7 +12,7 @@
 //    resumed on the GPU continues exactly: our kernels are deterministic, so steps 16-30 of the
 //    resumed run equal the uninterrupted run's within 1e-6 relative.
 // 2. ds-train as a user runs it, --device cuda vs --device cpu (embedded addition task, ZeRO
-//    stage 0, 1 and 2 (buckets of 20000 elements, GA 2), AdamW with warmup + cosine, clipping,
+//    stage 0, 1, 2 and 3 (buckets of 20000 elements, GA 2), AdamW with warmup + cosine, clipping,
 //    NCCL at world 1): every step's loss within
 //    1e-3 relative in fp32, and the final parameters within 1e-3 in relative L2 norm. bf16 on the
 //    GPU vs fp32 on the CPU: every step's loss within 3% and the loss falls at least 80% as far;
@@ -211,6 +211,16 @@ TEST_CASE("ds-train with Muon on the GPU trains as on the CPU (ZeRO 1)") {
   fp32_equals_cpu("--set optimizer.type=Muon --set zero_optimization.stage=1", "muon", 5e-3);
 }
 
+TEST_CASE("ds-train on the GPU trains as on the CPU at ZeRO 3 (every parameter gathered per use)") {
+  // Persistence threshold 0: every module's parameters are gathered into device memory before its
+  // forward and its backward and freed after; gradients go through 20000-element buckets. The
+  // final parameters come from GatheredParameters (--dump-params) on the GPU.
+  fp32_equals_cpu(
+      "--set zero_optimization.stage=3 --set zero_optimization.reduce_bucket_size=20000 "
+      "--set zero_optimization.stage3_param_persistence_threshold=0",
+      "z3");
+}
+
 TEST_CASE("ds-train on the GPU trains as on the CPU with gradient accumulation 2") {
   fp32_equals_cpu("--set gradient_accumulation_steps=2 --set train_micro_batch_size_per_gpu=16",
                   "ga2");
@@ -255,6 +265,28 @@ TEST_CASE("ZeRO-Offload on the GPU trains as without it (bf16 ZeRO 2)") {
   for (size_t i = 0; i < gpu.losses.size(); ++i) {
     INFO("step " << i + 1 << " on the GPU " << gpu.losses[i] << " offloaded " << off.losses[i]);
     CHECK(std::fabs(off.losses[i] - gpu.losses[i]) <= 1e-5 * std::fabs(gpu.losses[i]));
+  }
+}
+
+TEST_CASE("ZeRO 3 on the GPU in bf16 trains as ZeRO 0, and with ZeRO-Offload as without it") {
+  // At world 1 stage 3 does stage 0's arithmetic (the gathers copy bf16 values, the gradients are
+  // rounded to bf16 in buckets instead of in one pass): the same losses to rounding, 1e-5. Offload
+  // steps the same fp32 formula on the CPU: 1e-5 again.
+  const std::string bf16 = "--set bf16.enabled=true ";
+  const std::string z3 = bf16 +
+                         "--set zero_optimization.stage=3 "
+                         "--set zero_optimization.stage3_param_persistence_threshold=0 ";
+  const Run z0 = ds_train("cuda", bf16, "z0_bf16");
+  const Run s3 = ds_train("cuda", z3, "z3_bf16");
+  const Run off =
+      ds_train("cuda", z3 + "--set zero_optimization.offload_optimizer.device=cpu", "z3_off");
+  REQUIRE(s3.losses.size() == z0.losses.size());
+  REQUIRE(off.losses.size() == z0.losses.size());
+  for (size_t i = 0; i < z0.losses.size(); ++i) {
+    INFO("step " << i + 1 << " ZeRO 0 " << z0.losses[i] << " ZeRO 3 " << s3.losses[i]
+                 << " ZeRO 3 offloaded " << off.losses[i]);
+    CHECK(std::fabs(s3.losses[i] - z0.losses[i]) <= 1e-5 * std::fabs(z0.losses[i]));
+    CHECK(std::fabs(off.losses[i] - s3.losses[i]) <= 1e-5 * std::fabs(s3.losses[i]));
   }
 }
 

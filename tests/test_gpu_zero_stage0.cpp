@@ -1,9 +1,9 @@
 // ZeRO stage 0 and AdamW with the engine's flat buffers in GPU memory (device/cuda), against
 // float64 references: the squared gradient norm, the overflow flag, the fp32 master and the
 // rounded working copy after AdamW steps, in f32, bf16 and f16 working dtypes; and what refuses
-// the GPU (AMSGrad, ZeRO stage 3). The scenario and its bounds are in zero_device_scenario.h
+// the GPU (AMSGrad). The scenario and its bounds are in zero_device_scenario.h
 // (test_zero_device_fake runs the same on a host-memory stand-in for the device;
-// test_gpu_zero_stages runs it through stages 1 and 2). Skipped (exit 77) without a GPU; see
+// test_gpu_zero_stages runs it through stages 1-3). Skipped (exit 77) without a GPU; see
 // tests/gpu_main.cpp.
 #include <dspp/error.h>
 #include <dspp/kinds/device.h>
@@ -42,7 +42,7 @@ TEST_CASE("zero/stage0 + adamw on the GPU with f16 storage: fp32 master and over
   zdev::stage0_adamw(*gpu.dev, DSPP_F16);
 }
 
-TEST_CASE("on the GPU: amsgrad and ZeRO 3 refuse clearly", "[gpu][zero]") {
+TEST_CASE("on the GPU: amsgrad refuses clearly", "[gpu][zero]") {
   Gpu gpu;
   zdev::device_refusals(*gpu.dev);
 }

@@ -1,4 +1,4 @@
-// The GPU path of ZeRO stages 0-2 and of the optimizers, run on every machine: a fake dspp::Device
+// The GPU path of ZeRO stages 0-3 and of the optimizers, run on every machine: a fake dspp::Device
 // whose "device memory" is host memory and whose DeviceKernels (add, fill, scale, cast, an f32
 // gemm without epilogues, version 2's sum_squares and adam_step, version 3's optimizer kernels;
 // the layer kernels answer not supported) compute on the CPU by the formulas of
@@ -713,7 +713,16 @@ TEST_CASE("zero/stage2 + adamw on a fake device: fp32, bf16 and f16 storage", "[
   }
 }
 
-TEST_CASE("zero stages 1 and 2 equal stage 0 bit for bit at world 1 on a fake device",
+TEST_CASE("zero/stage3 + adamw on a fake device: fp32, bf16 and f16 storage", "[zero][device]") {
+  for (const int32_t dtype : {DSPP_F32, DSPP_BF16, DSPP_F16}) {
+    FakeDevice dev;
+    (void)zdev::zero_adamw(dev, dtype, 3);
+    CHECK(dev.fake_kernels().calls > 0);
+    CHECK(dev.live_blocks() == 0);  // the partition, the gathers and the buckets were freed
+  }
+}
+
+TEST_CASE("zero stages 1-3 equal stage 0 bit for bit at world 1 on a fake device",
           "[zero][device]") {
   for (const int32_t dtype : {DSPP_F32, DSPP_BF16, DSPP_F16}) {
     FakeDevice dev;
@@ -722,10 +731,10 @@ TEST_CASE("zero stages 1 and 2 equal stage 0 bit for bit at world 1 on a fake de
   }
 }
 
-TEST_CASE("zero-offload on a fake device: stages 0-2 with the master and adamw on the CPU",
+TEST_CASE("zero-offload on a fake device: stages 0-3 with the master and adamw on the CPU",
           "[zero][device]") {
   // Page-locked host memory (pin_memory defaults to true) for every stage and dtype.
-  for (int stage = 0; stage <= 2; ++stage) {
+  for (int stage = 0; stage <= 3; ++stage) {
     for (const int32_t dtype : {DSPP_F32, DSPP_BF16, DSPP_F16}) {
       FakeDevice dev;
       zdev::offload_agrees(dev, dtype, stage, R"({"device": "cpu"})");
@@ -734,7 +743,7 @@ TEST_CASE("zero-offload on a fake device: stages 0-2 with the master and adamw o
     }
   }
   // pin_memory false: the host allocator's memory instead.
-  for (int stage = 0; stage <= 2; ++stage) {
+  for (int stage = 0; stage <= 3; ++stage) {
     FakeDevice dev;
     zdev::offload_agrees(dev, DSPP_BF16, stage, R"({"device": "cpu", "pin_memory": false})");
     CHECK(dev.host_blocks_allocated() == 0);
@@ -760,7 +769,7 @@ TEST_CASE("sgd, lion, adagrad, lamb, adam on a fake device equal the CPU's",
   CHECK(dev.live_blocks() == 0);
 }
 
-TEST_CASE("device refusals on a fake device: amsgrad and zero stage 3", "[zero][device]") {
+TEST_CASE("device refusals on a fake device: amsgrad", "[zero][device]") {
   FakeDevice dev;
   zdev::device_refusals(dev);
   CHECK(dev.live_blocks() == 0);
@@ -864,15 +873,16 @@ TEST_CASE("buffers on the GPU without a host device or with kernels older than v
                    "zero/stage0: on the GPU flat_params must be stored in the working dtype "
                    "bf16 and flat_grads in f32, got f32 and f32"));
 
-    // Stages 1 and 2 check the same before touching anything (stage 2 has no flat_grads).
+    // Stages 1-3 check the same before touching anything (stages 2 and 3 have no flat_grads).
     const zdev::PluginLib stage1(DSPP_ZERO_STAGE1_PATH);
     const zdev::PluginLib stage2(DSPP_ZERO_STAGE2_PATH);
-    for (int n = 1; n <= 2; ++n) {
+    const zdev::PluginLib stage3(DSPP_ZERO_STAGE3_PATH);
+    for (int n = 1; n <= 3; ++n) {
       const std::string name = "stage" + std::to_string(n);
       INFO(name);
-      const zdev::PluginLib& lib = n == 1 ? stage1 : stage2;
+      const zdev::PluginLib& lib = n == 1 ? stage1 : n == 2 ? stage2 : stage3;
       dspp::ZeroSetup s = setup;
-      if (n == 2) s.flat_grads = dspp_tensor_view{};
+      if (n >= 2) s.flat_grads = dspp_tensor_view{};
       s.working_dtype = DSPP_F32;
       auto old_kernels =
           lib.create<dspp::ZeroStage>("zero", name.c_str(), host, cfg.view("zero_optimization"));

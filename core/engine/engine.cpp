@@ -336,11 +336,6 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   // buffer first (the model was built on the host) and cast once on the device.
   device_ = current_device();
   const bool gpu = device_.type == DSPP_DEVICE_CUDA;
-  if (gpu && manages_params_) {
-    throw Error(Errc::kInvalidArgument,
-                "engine: ZeRO stage 3 keeps parameters on the CPU in this release; use --device "
-                "cpu (dspp::use_device(\"cpu\")) or zero_optimization.stage 0-2");
-  }
   const dspp_dtype value_dtype = gpu ? static_cast<dspp_dtype>(working_dtype_) : DSPP_F32;
   Tensor host_values;  // the fp32 assembly buffer
   if (!manages_params_) host_values = Tensor::zeros({padded});
@@ -405,12 +400,15 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
 
   // Every rank starts from rank 0's parameters (DeepSpeed's _broadcast_model); zero::Init
   // broadcast the ones it partitioned when it built them.
-  if (!manages_params_) {
-    // (A world of one has nobody to hear it; on a GPU that also spares gloo device memory.)
-    if (!gpu || grad_group_->size() > 1) grad_group_->broadcast(flat_params_, 0);
-  } else {
-    for (Parameter* p : params_) {
-      if (p->zero_world == 0) grad_group_->broadcast(p->value, 0);
+  // (A world of one has nobody to hear it; on a GPU that also spares the staging through device
+  // memory.)
+  if (!gpu || grad_group_->size() > 1) {
+    if (!manages_params_) {
+      grad_group_->broadcast(flat_params_, 0);
+    } else {
+      for (Parameter* p : params_) {
+        if (p->zero_world == 0) grad_group_->broadcast(p->value, 0);
+      }
     }
   }
 
@@ -440,14 +438,15 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   const double predivide = config_.get_bool("prescale_gradients")
                                ? static_cast<double>(grad_group_->size())
                                : config_.get_double("gradient_predivide_factor");
-  // A stage that manages parameters gets the flat layout's length only (no memory).
+  // A stage that manages parameters gets the flat layout's length, dtype and device only (no
+  // memory): the values it hands out are to be of that dtype on that device.
   dspp_tensor_view flat_layout = flat_params_.view();
   if (manages_params_) {
     flat_layout = dspp_tensor_view{};
-    flat_layout.dtype = DSPP_F32;
+    flat_layout.dtype = value_dtype;
     flat_layout.ndim = 1;
     flat_layout.shape[0] = padded;
-    flat_layout.device = cpu_device();
+    flat_layout.device = device_;
   }
   ZeroSetup setup{zero_params_.data(),
                   static_cast<int32_t>(zero_params_.size()),

@@ -4,8 +4,9 @@
 # dsrun, NCCL, NCCL_NVLS_ENABLE=0.
 #  1. Equivalence: ds-train on 2 GPUs against 1 GPU (the same global batch), ZeRO 0, 1, 2 with
 #     AdamW in fp32, ZeRO 2 in bf16, ZeRO 2 with optimizer offload, Muon at ZeRO 1 and 2 (with and
-#     without offload): every step's loss.
-#  2. Memory: a 24-layer, 1024-wide GPT (355M parameters) at ZeRO 0, 1, 2 on 2 GPUs, fp32 AdamW:
+#     without offload), and ZeRO 3 likewise (fp32, bf16, offload, built under zero::Init, Muon,
+#     Muon + offload): every step's loss.
+#  2. Memory: a 24-layer, 1024-wide GPT (355M parameters) at ZeRO 0-3 on 2 GPUs, fp32 AdamW:
 #     the engine's model-state bytes per rank against the ZeRO paper's formula, and the caching
 #     allocator's peak per GPU.
 #  3. A rank killed mid-step (SIGKILL): how long the other takes to stop, and what it says.
@@ -33,6 +34,10 @@ max_rel() {
              END { printf "%d steps, max relative loss difference %.3g\n", n, m }'
 }
 
+# Stage 3 with every parameter gathered per use (persistence 0) and prefetch of 2 modules' worth.
+Z3="--set zero_optimization.stage=3 --set zero_optimization.reduce_bucket_size=50000"
+Z3="$Z3 --set zero_optimization.stage3_param_persistence_threshold=0"
+Z3="$Z3 --set zero_optimization.stage3_prefetch_bucket_size=100000"
 echo "== 1. 2 GPUs against 1 (global batch 32)"
 for run in "z0:--set zero_optimization.stage=0" "z1:--set zero_optimization.stage=1" \
            "z2:--set zero_optimization.stage=2 --set zero_optimization.reduce_bucket_size=50000" \
@@ -40,7 +45,12 @@ for run in "z0:--set zero_optimization.stage=0" "z1:--set zero_optimization.stag
            "z2-offload:--set zero_optimization.stage=2 --set zero_optimization.offload_optimizer.device=cpu" \
            "z1-muon:--set zero_optimization.stage=1 --set optimizer.type=Muon" \
            "z2-muon:--set zero_optimization.stage=2 --set optimizer.type=Muon" \
-           "z2-muon-offload:--set zero_optimization.stage=2 --set optimizer.type=Muon --set zero_optimization.offload_optimizer.device=cpu"; do
+           "z2-muon-offload:--set zero_optimization.stage=2 --set optimizer.type=Muon --set zero_optimization.offload_optimizer.device=cpu" \
+           "z3:$Z3" "z3-bf16:$Z3 --set bf16.enabled=true" \
+           "z3-offload:$Z3 --set zero_optimization.offload_optimizer.device=cpu" \
+           "z3-zero-init:$Z3 --zero-init" \
+           "z3-muon:$Z3 --set optimizer.type=Muon" \
+           "z3-muon-offload:$Z3 --set optimizer.type=Muon --set zero_optimization.offload_optimizer.device=cpu"; do
   name="${run%%:*}"
   # shellcheck disable=SC2086
   "$DST" $SMALL --steps 20 ${run#*:} --set train_micro_batch_size_per_gpu=32 --csv "$OUT/$name-1.csv" \
@@ -60,10 +70,12 @@ done
 echo "== 2. model states per GPU, 355M parameters, fp32 AdamW, 2 GPUs"
 BIG="--device cuda --steps 2 --n-layer 24 --n-embd 1024 --n-head 16 --context 1024"
 BIG="$BIG --vocab-size 50304 --eval-batches 1 --set train_micro_batch_size_per_gpu=4"
-for stage in 0 1 2; do
+for stage in 0 1 2 3; do
+  # (Stage 3: nothing kept gathered, so the parameters are the partition alone.)
   # shellcheck disable=SC2086
   "$DSRUN" -n 2 --master_port "$(port)" "$DST" $BIG --set zero_optimization.stage=$stage \
-    --set zero_optimization.reduce_bucket_size=50000000 >"$OUT/mem-z$stage.log" 2>&1
+    --set zero_optimization.reduce_bucket_size=50000000 \
+    --set zero_optimization.stage3_param_persistence_threshold=0 >"$OUT/mem-z$stage.log" 2>&1
   rc=$?
   psi="$(sed -n 's/.*vocab=[0-9]*, \([0-9]*\) parameters.*/\1/p' "$OUT/mem-z$stage.log" | head -1)"
   line="$(grep -m1 'model states per rank' "$OUT/mem-z$stage.log")"
@@ -75,7 +87,8 @@ for stage in 0 1 2; do
     echo "z$stage: FAILED rc=$rc"; tail -n 5 "$OUT/mem-z$stage.log"; continue
   fi
   awk -v st="$stage" -v psi="$psi" -v p="$p" -v g="$g" -v s="$s" -v peaks="$peaks" 'BEGIN {
-    nd = 2; fp = 4 * psi; fg = (st >= 2 ? 4 * psi / nd : 4 * psi); fs = (st >= 1 ? 8 * psi / nd : 8 * psi)
+    nd = 2; fp = (st >= 3 ? 4 * psi / nd : 4 * psi); fg = (st >= 2 ? 4 * psi / nd : 4 * psi)
+    fs = (st >= 1 ? 8 * psi / nd : 8 * psi)
     printf "z%d: psi %d | params %d B (paper %d) | grads %d B (paper %d) | Adam states %d B (paper %d) | rank 0 peak allocated %s GiB\n",
       st, psi, p, fp, g, fg, s, fs, peaks }'
 done

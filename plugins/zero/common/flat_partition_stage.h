@@ -1,7 +1,7 @@
-// What stages 1 and 2 share: the engine's flat buffers, this rank's partition of them and the
-// fp32 master of that partition (mixed precision), and the three operations that only depend on
-// those: the checkpoint shard, the reload after a checkpoint load, and GatheredParameters'
-// write-back.
+// What stages 1-3 share: the engine's flat layout, this rank's partition of it and the fp32 master
+// of that partition (mixed precision), and the operations that only depend on those: the
+// checkpoint shard, the reload after a checkpoint load and GatheredParameters' write-back (stages
+// 1 and 2; stage 3 has its own), scaling, norms and publishing the stepped master.
 //
 // On a GPU (ZeroSetup::device CUDA: init_device) the working copy is stored in its own dtype
 // (bf16/f16 under mixed precision, 2 bytes an element) and the master is f32 device memory; the
@@ -62,12 +62,10 @@ class FlatPartitionStage : public StageBase {
  protected:
   ~FlatPartitionStage() = default;
   // This rank's partition of the working copy (host memory: fp32; the CPU path only).
-  float* working() const { return floats(setup_.flat_params) + part_.begin; }
+  float* working() const { return floats(work_); }
   // The same as a view of the working copy's own dtype (on a GPU, bf16/f16 storage under mixed
   // precision).
-  dspp_tensor_view working_view() const {
-    return slice_of(setup_.flat_params, part_.begin, part_.size());
-  }
+  dspp_tensor_view working_view() const { return work_; }
   // What the optimizer steps and a checkpoint holds, f32: the master of the partition, or the
   // working copy's partition in fp32 training.
   dspp_tensor_view values() const {
@@ -86,8 +84,8 @@ class FlatPartitionStage : public StageBase {
   dspp_device optimizer_device() const {
     return gpu_ && offload_.cpu ? dspp_device{DSPP_DEVICE_CPU, 0} : setup_.device;
   }
-  // The master of the partition (after part_ is set); on a GPU also the trained ranges of the
-  // partition and the norm's accumulator.
+  // The master of the partition (after part_ and work_ are set); on a GPU also the trained
+  // ranges of the partition and the norm's accumulator.
   void init_master() {
     if (!gpu_) {
       master_.init(host_, setup_.working_dtype, working(), part_.size());
@@ -154,6 +152,9 @@ class FlatPartitionStage : public StageBase {
   ZeroSetup setup_{};
   Partition part_;
   int64_t flat_numel_ = 0;
+  // This rank's partition of the working copy: its slice of the engine's flat_params (stages 1
+  // and 2), or the stage's own memory (stage 3, which gets the flat layout's length only).
+  dspp_tensor_view work_{};
   MasterWeights master_;
   // The GPU path (init_device saw device buffers).
   bool gpu_ = false;

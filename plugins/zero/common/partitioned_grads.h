@@ -58,24 +58,36 @@ class HostBuffer {
   int64_t size_ = 0;
 };
 
-// f32 memory of PartitionedGrads, zero-filled: host memory from the host's allocator, or device
-// memory when given the device.
-class GradMemory {
+// The stages' flat memory: f32 host memory from the host's allocator, or (given the device) device
+// memory of any float dtype. Zero-filled, unless `zeroed` is false on a device (memory the caller
+// writes whole before reading it, such as a stage-3 gather); host memory always is.
+class FlatMemory {
  public:
-  void reset(const dspp_host_api* host, const DeviceOps* ops, int64_t floats) {
+  void reset(const dspp_host_api* host, const DeviceOps* ops, int64_t n, int32_t dtype = DSPP_F32,
+             bool zeroed = true) {
     if (ops) {
       host_mem_.reset(nullptr, 0);
-      dev_mem_.reset(*ops, DSPP_F32, floats);
-      if (floats > 0) ops->zero(dev_mem_.view());
-    } else {
-      dev_mem_.release();
-      host_mem_.reset(host, floats);
+      dev_mem_.reset(*ops, dtype, n);
+      if (zeroed && n > 0) ops->zero(dev_mem_.view());
+      return;
     }
+    if (dtype != DSPP_F32) {
+      throw StatusError(DSPP_ERR_INTERNAL, std::string("zero: host memory of ") +
+                                               dtype_text(dtype) + " (the CPU path is fp32)");
+    }
+    dev_mem_.release();
+    host_mem_.reset(host, n);
   }
+  // f32 memory only.
   float* data() const {
     return dev_mem_.empty() ? host_mem_.data() : static_cast<float*>(dev_mem_.view().data);
   }
+  // A 1-d view of all of it (host or device).
+  dspp_tensor_view view() const {
+    return dev_mem_.empty() ? host_view(host_mem_.data(), host_mem_.size()) : dev_mem_.view();
+  }
   int64_t size() const { return dev_mem_.empty() ? host_mem_.size() : dev_mem_.size(); }
+  int64_t bytes() const { return dev_mem_.empty() ? host_mem_.size() * 4 : dev_mem_.bytes(); }
 
  private:
   HostBuffer host_mem_;
@@ -172,18 +184,6 @@ class PartitionedGrads {
     finish(shared_bucket_);
   }
 
-  // The squared norm of the whole reduced gradient and whether any element is non-finite (the
-  // same on every rank). Host memory only (stage 3; stage 2 uses FlatPartitionStage's, which also
-  // runs on a GPU).
-  void norm(double* sq, int32_t* overflow) const {
-    bool bad = false;
-    double v[2] = {sq_norm(acc_.data(), part_->segments, &bad), 0.0};
-    v[1] = bad ? 1.0 : 0.0;
-    all_reduce_sum(setup_.dp, v, 2);
-    *sq = v[0];
-    *overflow = v[1] > 0 ? 1 : 0;
-  }
-
   // This partition's accumulated gradient (host memory; device memory on a GPU).
   float* acc() const { return acc_.data(); }
   // The same as an f32 view (a device view on a GPU).
@@ -202,7 +202,7 @@ class PartitionedGrads {
     int64_t numel;
   };
   struct Bucket {
-    GradMemory mem;
+    FlatMemory mem;
     int64_t top = 0;        // filled from the top down: [top, size) is in use
     std::vector<Run> runs;  // in ascending flat order once complete
     std::vector<CommWork*> works;
@@ -326,8 +326,8 @@ class PartitionedGrads {
   bool gpu_ = false;
   DeviceOps ops_;                 // a GPU: the device every buffer lives on
   DeviceBuffer half_;             // a GPU under mixed precision: what runs are rounded through
-  GradMemory acc_;                // this partition's reduced gradient, accumulated
-  GradMemory shared_;             // tied parameters' gradients for the current backward
+  FlatMemory acc_;                // this partition's reduced gradient, accumulated
+  FlatMemory shared_;             // tied parameters' gradients for the current backward
   std::vector<int64_t> slot_of_;  // offset in shared_ per parameter, -1 if not tied
   Bucket buckets_[2];
   Bucket shared_bucket_;  // the runs of shared_ being reduced (no memory of its own)

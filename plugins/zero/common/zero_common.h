@@ -84,15 +84,6 @@ inline bool setup_on_device(const ZeroSetup& s) {
   return false;
 }
 
-// Stage 3 runs on the CPU only in this release: refused before anything is touched.
-inline void refuse_device(const ZeroSetup& s, const char* stage) {
-  if (!setup_on_device(s)) return;
-  throw StatusError(DSPP_ERR_NOT_SUPPORTED,
-                    std::string(stage) +
-                        ": parameters on the GPU are not supported in this release (ZeRO stages "
-                        "0-2 run on the GPU); use --device cpu or zero_optimization.stage 0-2");
-}
-
 // What a stage checks of the engine's buffers on a GPU (ZeroSetup::device CUDA), before touching
 // them: flat_params on the setup's device in the working dtype for real (bf16/f16 storage under
 // mixed precision, else f32), and, unless the stage manages gradients (`with_grads` false, where

@@ -52,6 +52,7 @@ class Stage1 final : public zc::FlatPartitionStage {
       }
       flat_numel_ = setup_.flat_grads.shape[0];
       part_ = zc::partition_optimizer(setup_, flat_numel_, me, optimizer_device());
+      work_ = zc::slice_of(setup_.flat_params, part_.begin, part_.size());
       zc::check_working_dtype(setup_.working_dtype, me);
       // Every rank rounds the whole working copy (identical everywhere after the engine's
       // broadcast), so the first forward sees 16-bit values before any gather. (On a GPU it is

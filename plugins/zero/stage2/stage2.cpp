@@ -36,6 +36,7 @@ class Stage2 final : public zc::FlatPartitionStage {
       init_device(me, false);  // on a GPU: checks the buffers, takes the host's device
       flat_numel_ = setup_.flat_params.shape[0];
       part_ = zc::partition_optimizer(setup_, flat_numel_, me, optimizer_device());
+      work_ = zc::slice_of(setup_.flat_params, part_.begin, part_.size());
       grads_.init(host_, setup_, part_, flat_numel_, bucket_size_, gpu_ ? &ops_ : nullptr);
       zc::check_working_dtype(setup_.working_dtype, me);
       // Every rank rounds the whole working copy (identical everywhere after the engine's

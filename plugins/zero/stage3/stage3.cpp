@@ -25,7 +25,15 @@
 // Mixed precision (ZeroSetup::working_dtype): the partition kept in params_ is the working copy
 // (values rounded to the 16-bit type, in fp32 memory) that gathers read; an fp32 master of it is
 // what the optimizer steps and a checkpoint holds, rounded into params_ after each step.
-#include "../common/master_weights.h"
+//
+// On a GPU (ZeroSetup::device CUDA; the engine then describes the flat layout as a length-only
+// view of that device in the working dtype) the partition, every gathered parameter and the
+// gradient buckets are device memory from the host device's caching allocator: the partition and
+// the gathers in the working dtype for real (2 bytes an element under bf16/fp16), so a gather
+// moves 2 bytes an element over NCCL; the master, norms, scaling and publishing are the GPU path
+// of stages 1 and 2 (common/flat_partition_stage.h), ZeRO-Offload included. The engine's initial
+// values (host fp32, whole or zero::Init chunks) are uploaded once at init.
+#include "../common/flat_partition_stage.h"
 
 #include <algorithm>
 #include <cstring>
@@ -41,9 +49,9 @@ using dspp::plugin::pass_through;
 using dspp::plugin::StatusError;
 namespace zc = dspp::zero_common;
 
-// One parameter's whole value while gathered.
+// One parameter's whole value while gathered (the working dtype on a GPU).
 struct Gathered {
-  zc::HostBuffer mem;
+  zc::FlatMemory mem;
   std::vector<dspp::CommWork*> works;  // the broadcasts filling it, until waited
   int refs = 0;                        // modules between before_* and after_* that read it
 };
@@ -51,10 +59,10 @@ struct Gathered {
 // One hook call: the parameters a module reads.
 using Call = std::vector<int32_t>;
 
-class Stage3 final : public zc::StageBase {
+class Stage3 final : public zc::FlatPartitionStage {
  public:
   Stage3(const dspp_host_api* host, ConfigReader cfg)
-      : StageBase(host),
+      : FlatPartitionStage(host, cfg, zc::reduce_bucket_size(cfg)),
         bucket_size_(zc::reduce_bucket_size(cfg)),
         prefetch_(cfg.get_int("stage3_prefetch_bucket_size", 50000000)),
         persist_threshold_(cfg.get_int("stage3_param_persistence_threshold", 100000)),
@@ -69,19 +77,22 @@ class Stage3 final : public zc::StageBase {
 
   dspp_status init(const dspp::ZeroSetup* s) noexcept override {
     return guard([&] {
-      zc::refuse_device(*s, "zero/stage3");
+      const char* me = "zero/stage3";
       setup_ = *s;
-      if (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_params.ndim != 1) {
+      init_device(me, false);  // on a GPU: checks the layout, takes the host's device
+      if (!gpu_ && (setup_.flat_params.dtype != DSPP_F32 || setup_.flat_params.ndim != 1)) {
         throw StatusError(DSPP_ERR_INVALID_ARGUMENT,
                           "zero/stage3: the flat layout must be a 1-d fp32 view");
       }
+      zc::check_working_dtype(setup_.working_dtype, me);
       flat_numel_ = setup_.flat_params.shape[0];
-      part_ = zc::partition_optimizer(setup_, flat_numel_, "zero/stage3");
-      grads_.init(host_, setup_, part_, flat_numel_, bucket_size_);
-      params_.reset(host_, part_.size());
-      for (int32_t i = 0; i < setup_.num_params; ++i) take_initial_value(i);
-      zc::check_working_dtype(setup_.working_dtype, "zero/stage3");
-      master_.init(host_, setup_.working_dtype, params_.data(), part_.size());
+      part_ = zc::partition_optimizer(setup_, flat_numel_, me, optimizer_device());
+      grads_.init(host_, setup_, part_, flat_numel_, bucket_size_, dev());
+      store_ = gpu_ ? setup_.flat_params.dtype : DSPP_F32;
+      params_.reset(host_, dev(), part_.size(), store_);
+      work_ = params_.view();
+      take_initial_values();
+      init_master();  // rounds the partition (CPU) and builds the master from it
       full_.resize(setup_.num_params);
       prefetched_.assign(setup_.num_params, false);
       persistent_.assign(setup_.num_params, false);
@@ -137,25 +148,25 @@ class Stage3 final : public zc::StageBase {
   }
 
   dspp_status reduce_gradients(double* sq_norm, int32_t* overflow) noexcept override {
-    return guard([&] { grads_.norm(sq_norm, overflow); });
+    return guard([&] { partition_norm(grads_.acc_view(), sq_norm, overflow); });
   }
 
   dspp_status step(const dspp::StepArgs* args, double grad_scale) noexcept override {
     return guard([&] {
       drop_prefetched();
-      zc::scale_segments(grads_.acc(), part_.segments, static_cast<float>(grad_scale));
+      const dspp_tensor_view g = grads_.acc_view();
+      scale_partition_segments(g, static_cast<float>(grad_scale));
       dspp::StepArgs a = *args;
-      a.params = zc::host_view(master_.data(params_.data()), part_.size());
-      a.grads = zc::host_view(grads_.acc(), part_.size());
+      a.params = values();
+      a.grads = master_.optimizer_grads(g);  // offload: copied to host memory
       pass_through(setup_.optimizer->step(&a));
-      master_.publish(params_.data());
+      publish();
       gather_persistent();
     });
   }
 
   dspp_status zero_grad() noexcept override {
-    grads_.zero();
-    return DSPP_OK;
+    return guard([&] { grads_.zero(); });
   }
 
   dspp_status write_back(const int32_t* params, int32_t n) noexcept override {
@@ -168,24 +179,25 @@ class Stage3 final : public zc::StageBase {
                                                            "', which is not gathered");
         }
         // Mixed precision: the new values rounded (in the gathered copy too, which modules may
-        // still read), and this rank's part of them into the master.
-        zc::round_to(full_[i]->mem.data(), setup_.params[i].numel, setup_.working_dtype);
-        copy_own_part(i, full_[i]->mem.data(), /*to_partition=*/true);
+        // still read; on a GPU it is stored in the 16-bit type already), and this rank's part
+        // of them into the master.
+        const dspp_tensor_view whole = full_[i]->mem.view();
+        if (!gpu_) zc::round_to(zc::floats(whole), setup_.params[i].numel, setup_.working_dtype);
+        copy_own_part(i, whole, /*to_partition=*/true);
         const auto [lo, hi] = overlap(i, setup_.dp->rank());
-        if (lo < hi) master_.take(params_.data(), lo - part_.begin, hi - lo);
+        if (lo >= hi) continue;
+        if (gpu_) {
+          master_.take(working_view(), lo - part_.begin, hi - lo);
+        } else {
+          master_.take(working(), lo - part_.begin, hi - lo);
+        }
       }
     });
   }
 
-  dspp_status shard(dspp::ZeroShard* out) noexcept override {
-    *out = {part_.begin, part_.end, zc::host_view(master_.data(params_.data()), part_.size()),
-            part_.begin};
-    return DSPP_OK;
-  }
-
   dspp_status after_load() noexcept override {
     return guard([&] {
-      master_.publish(params_.data());
+      publish();
       drop_prefetched();
       gather_persistent();
     });
@@ -194,16 +206,20 @@ class Stage3 final : public zc::StageBase {
   dspp_status memory(dspp::MemoryBreakdown* out) const noexcept override {
     return guard([&] {
       int64_t gathered = 0;
-      for (const auto& g : full_) gathered += g ? g->mem.size() : 0;
-      out->param_bytes = (part_.size() + gathered) * 4;
+      for (const auto& g : full_) gathered += g ? g->mem.bytes() : 0;
+      out->param_bytes = params_.bytes() + gathered;
       out->grad_bytes = grads_.acc_bytes();
       out->master_bytes = master_.bytes();
       out->optimizer_state_bytes = zc::optimizer_state_bytes(setup_.optimizer);
-      out->buffer_bytes = grads_.buffer_bytes();
+      out->buffer_bytes =
+          grads_.buffer_bytes() + norm_acc_.bytes() + master_.offload_buffer_bytes();
     });
   }
 
  private:
+  // The device the stage's memory lives on (a GPU), or none (host memory).
+  const zc::DeviceOps* dev() const { return gpu_ ? &ops_ : nullptr; }
+
   // The part of parameter i's flat range [off, off + numel) that partition k holds.
   std::pair<int64_t, int64_t> overlap(int32_t i, int32_t k) const {
     const dspp::ZeroParam& p = setup_.params[i];
@@ -211,45 +227,95 @@ class Stage3 final : public zc::StageBase {
             std::min(p.offset_in_flat + p.numel, part_.bounds[k + 1])};
   }
 
-  // Copies this rank's part of parameter i between its whole value `full` and the partition.
-  void copy_own_part(int32_t i, float* full, bool to_partition) {
-    const auto [lo, hi] = overlap(i, setup_.dp->rank());
-    if (lo >= hi) return;
-    float* whole = full + (lo - setup_.params[i].offset_in_flat);
-    float* mine = params_.data() + (lo - part_.begin);
-    const size_t bytes = static_cast<size_t>(hi - lo) * 4;
-    if (to_partition) {
-      std::memcpy(mine, whole, bytes);
-    } else {
-      std::memcpy(whole, mine, bytes);
+  // to = from (1-d views of one length): a memcpy of fp32 host memory, or on a GPU a device copy
+  // that converts between the dtypes (rounding to nearest even where it narrows).
+  void copy_view(const dspp_tensor_view& from, const dspp_tensor_view& to) const {
+    if (gpu_) {
+      ops_.cast(from, to);
+    } else if (from.shape[0] > 0) {
+      std::memcpy(to.data, from.data, static_cast<size_t>(from.shape[0]) * 4);
     }
   }
 
-  // The partition's part of parameter i from the value the engine handed over: the whole value,
-  // or (built under zero::Init) this rank's chunk, whose neighbours are all-gathered first.
-  void take_initial_value(int32_t i) {
-    const dspp::ZeroParam& p = setup_.params[i];
-    if (p.value.dtype != DSPP_F32 || p.value.device.type != DSPP_DEVICE_CPU) {
-      throw StatusError(DSPP_ERR_INVALID_ARGUMENT, std::string("zero/stage3: parameter '") +
-                                                       p.name + "' must be an fp32 host tensor");
+  // Copies this rank's part of parameter i between a view of its whole value (`full`, any dtype
+  // on a GPU) and the partition.
+  void copy_own_part(int32_t i, const dspp_tensor_view& full, bool to_partition) const {
+    const auto [lo, hi] = overlap(i, setup_.dp->rank());
+    if (lo >= hi) return;
+    const dspp_tensor_view whole =
+        zc::slice_of(full, lo - setup_.params[i].offset_in_flat, hi - lo);
+    const dspp_tensor_view mine = zc::slice_of(work_, lo - part_.begin, hi - lo);
+    if (to_partition) {
+      copy_view(whole, mine);
+    } else {
+      copy_view(mine, whole);
     }
-    if (!(p.flags & DSPP_PARAM_PARTITIONED)) {
-      copy_own_part(i, static_cast<float*>(p.value.data), true);
+  }
+
+  // `n` floats of host memory into an fp32 view (host memory, or device memory: one copy, then a
+  // synchronize, since `src` may go away next).
+  void upload(const float* src, const dspp_tensor_view& to, int64_t n) const {
+    if (n <= 0) return;
+    const size_t bytes = static_cast<size_t>(n) * 4;
+    if (!gpu_) {
+      std::memcpy(to.data, src, bytes);
       return;
     }
+    pass_through(ops_.dev->copy(to.data, src, bytes, nullptr));
+    pass_through(ops_.dev->synchronize(nullptr));
+  }
+
+  // The partition from the values the engine handed over (fp32 host memory): each parameter's
+  // whole value, or (built under zero::Init) this rank's chunk of it, whose neighbours are
+  // all-gathered first. On a GPU the whole values' parts are collected in host memory and
+  // uploaded once.
+  void take_initial_values() {
+    for (int32_t i = 0; i < setup_.num_params; ++i) {
+      const dspp::ZeroParam& p = setup_.params[i];
+      if (p.value.dtype != DSPP_F32 || p.value.device.type != DSPP_DEVICE_CPU) {
+        throw StatusError(DSPP_ERR_INVALID_ARGUMENT, std::string("zero/stage3: parameter '") +
+                                                         p.name + "' must be an fp32 host tensor");
+      }
+    }
+    zc::HostBuffer staging;  // a GPU: the partition's fp32 values before the upload
+    if (gpu_) staging.reset(host_, part_.size());
+    float* host_part = gpu_ ? staging.data() : working();
+    for (int32_t i = 0; i < setup_.num_params; ++i) {
+      const dspp::ZeroParam& p = setup_.params[i];
+      if (p.flags & DSPP_PARAM_PARTITIONED) continue;
+      const auto [lo, hi] = overlap(i, setup_.dp->rank());
+      if (lo >= hi) continue;
+      std::memcpy(host_part + (lo - part_.begin),
+                  static_cast<const float*>(p.value.data) + (lo - p.offset_in_flat),
+                  static_cast<size_t>(hi - lo) * 4);
+    }
+    if (gpu_) {
+      zc::FlatMemory f32;
+      f32.reset(host_, dev(), part_.size(), DSPP_F32, /*zeroed=*/false);
+      upload(staging.data(), f32.view(), part_.size());
+      copy_view(f32.view(), work_);
+    }
+    for (int32_t i = 0; i < setup_.num_params; ++i) {
+      if (setup_.params[i].flags & DSPP_PARAM_PARTITIONED) gather_initial_chunks(i);
+    }
+  }
+
+  // zero::Init: parameter i's chunks all-gathered (fp32; device memory on a GPU, where the comm
+  // plugin moves device memory only), this rank's part of the whole kept.
+  void gather_initial_chunks(int32_t i) {
+    const dspp::ZeroParam& p = setup_.params[i];
     dspp::Communicator* dp = setup_.dp;
     const int64_t chunk = dspp::zero_init_chunk(p.numel, dp->size());
-    zc::HostBuffer whole;
-    whole.reset(host_, chunk * dp->size());
-    dspp_tensor_view mine = p.value;
-    mine.ndim = 1;
-    mine.shape[0] = chunk;
+    zc::FlatMemory mine, whole;
+    mine.reset(host_, dev(), chunk, DSPP_F32, false);
+    whole.reset(host_, dev(), chunk * dp->size(), DSPP_F32, false);
+    upload(static_cast<const float*>(p.value.data), mine.view(), chunk);
     std::vector<dspp::CommWork*> works;
     dspp::CommWork* w = nullptr;
-    const dspp_status st = dp->all_gather(mine, zc::host_view(whole.data(), whole.size()), &w);
+    const dspp_status st = dp->all_gather(mine.view(), whole.view(), &w);
     if (st == DSPP_OK) works.push_back(w);
     zc::wait_all(works, st);
-    copy_own_part(i, whole.data(), true);
+    copy_own_part(i, whole.view(), true);
   }
 
   // Starts gathering parameter i into a new buffer: this rank copies its part, every owner
@@ -257,16 +323,16 @@ class Stage3 final : public zc::StageBase {
   Gathered& start_gather(int32_t i) {
     auto g = std::make_unique<Gathered>();
     const dspp::ZeroParam& p = setup_.params[i];
-    g->mem.reset(host_, p.numel);
-    copy_own_part(i, g->mem.data(), /*to_partition=*/false);
+    g->mem.reset(host_, dev(), p.numel, store_, /*zeroed=*/false);  // written whole below
+    const dspp_tensor_view whole = g->mem.view();
+    copy_own_part(i, whole, /*to_partition=*/false);
     dspp::Communicator* dp = setup_.dp;
     dspp_status issued = DSPP_OK;
     for (int32_t k = 0; k < dp->size() && dp->size() > 1 && issued == DSPP_OK; ++k) {
       const auto [lo, hi] = overlap(i, k);
       if (lo >= hi) continue;
       dspp::CommWork* w = nullptr;
-      issued =
-          dp->broadcast(zc::host_view(g->mem.data() + (lo - p.offset_in_flat), hi - lo), k, &w);
+      issued = dp->broadcast(zc::slice_of(whole, lo - p.offset_in_flat, hi - lo), k, &w);
       if (issued == DSPP_OK) g->works.push_back(w);
     }
     if (issued != DSPP_OK) zc::wait_all(g->works, issued);
@@ -287,12 +353,11 @@ class Stage3 final : public zc::StageBase {
 
   dspp_tensor_view value_view(int32_t i) const {
     const dspp::ZeroParam& p = setup_.params[i];
-    dspp_tensor_view v = zc::host_view(full_[i]->mem.data(), p.numel);
+    dspp_tensor_view v = full_[i]->mem.view();
     v.ndim = p.ndim;
     for (int32_t d = 0; d < p.ndim; ++d) v.shape[d] = p.shape[d];
     return v;
   }
-
   void acquire(const int32_t* params, int32_t n, dspp_tensor_view* values) {
     follow_trace(params, n);
     for (int32_t k = 0; k < n; ++k) {
@@ -378,14 +443,12 @@ class Stage3 final : public zc::StageBase {
   int64_t prefetch_;
   int64_t persist_threshold_;
   int64_t persist_model_;
-  dspp::ZeroSetup setup_{};
-  zc::Partition part_;
-  int64_t flat_numel_ = 0;
   zc::PartitionedGrads grads_;
-  // This rank's partition of the parameters: what the optimizer steps in fp32 training, the
-  // rounded working copy under mixed precision (master_ is then what it steps).
-  zc::HostBuffer params_;
-  zc::MasterWeights master_;
+  // This rank's partition of the parameters (work_ views it): what the optimizer steps in fp32
+  // training, the rounded working copy under mixed precision (master_ is then what it steps).
+  // fp32 host memory on the CPU; the working dtype in device memory on a GPU (store_).
+  zc::FlatMemory params_;
+  int32_t store_ = DSPP_F32;
   std::vector<std::unique_ptr<Gathered>> full_;  // per parameter: its whole value while gathered
   std::vector<bool> persistent_;
   std::vector<bool> prefetched_;  // gathered ahead, not yet taken by a module

@@ -45,8 +45,11 @@ inline int64_t zero_init_chunk(int64_t numel, int64_t world) {
 struct ZeroSetup {
   const ZeroParam* params;
   int32_t num_params;
-  // The engine's flat fp32 buffers every parameter value / gradient is a view of (flat_grads is
-  // empty for a stage with DSPP_ZERO_MANAGES_GRADS).
+  // The engine's flat buffers every parameter value / gradient is a view of: fp32 on the CPU; on
+  // a GPU (device CUDA) flat_params is stored in the working dtype and flat_grads in fp32.
+  // flat_grads is empty for a stage with DSPP_ZERO_MANAGES_GRADS; for one with
+  // DSPP_ZERO_MANAGES_PARAMS flat_params has no memory (data NULL) and only says the layout's
+  // length and the dtype and device of the values the stage is to hand out.
   dspp_tensor_view flat_params;
   dspp_tensor_view flat_grads;
   Communicator* dp;      // the group gradients are reduced over (data parallel x sequence parallel)
@@ -89,8 +92,8 @@ struct ZeroShard {
 // The stage owns gradient memory: ZeroSetup::flat_grads is empty, and the engine points each
 // parameter's gradient where before_backward says, module by module.
 #define DSPP_ZERO_MANAGES_GRADS 0x1u
-// The stage owns parameter memory (ZeRO 3): ZeroSetup::flat_params is empty, each rank keeps its
-// partition, and a parameter's whole value exists only between before_forward/after_forward and
+// The stage owns parameter memory (ZeRO 3): ZeroSetup::flat_params has no memory, each rank keeps
+// its partition, and a parameter's whole value exists only between before_forward/after_forward and
 // before_backward/after_backward (the engine points the module at the views they give).
 #define DSPP_ZERO_MANAGES_PARAMS 0x2u
 
