@@ -10,7 +10,9 @@
 #     the engine's model-state bytes per rank against the ZeRO paper's formula, and the caching
 #     allocator's peak per GPU.
 #  3. A rank killed mid-step (SIGKILL): how long the other takes to stop, and what it says.
-# Prints a summary; logs in $OUT/multi.
+# Prints a summary; logs in $OUT/multi. To repeat only some runs: MULTI_RUNS, an extended regex
+# over the names of section 1 (default: all); MULTI_STAGES, the stages of section 2 (default
+# "0 1 2 3"); MULTI_KILL=0 skips section 3.
 set -uo pipefail
 B="${1:?build folder}"
 # Logs stay on that machine (the summary says what matters; failures print their tails).
@@ -52,6 +54,7 @@ for run in "z0:--set zero_optimization.stage=0" "z1:--set zero_optimization.stag
            "z3-muon:$Z3 --set optimizer.type=Muon" \
            "z3-muon-offload:$Z3 --set optimizer.type=Muon --set zero_optimization.offload_optimizer.device=cpu"; do
   name="${run%%:*}"
+  [[ "$name" =~ ${MULTI_RUNS:-.} ]] || continue
   # shellcheck disable=SC2086
   "$DST" $SMALL --steps 20 ${run#*:} --set train_micro_batch_size_per_gpu=32 --csv "$OUT/$name-1.csv" \
     >"$OUT/$name-1.log" 2>&1
@@ -70,7 +73,7 @@ done
 echo "== 2. model states per GPU, 355M parameters, fp32 AdamW, 2 GPUs"
 BIG="--device cuda --steps 2 --n-layer 24 --n-embd 1024 --n-head 16 --context 1024"
 BIG="$BIG --vocab-size 50304 --eval-batches 1 --set train_micro_batch_size_per_gpu=4"
-for stage in 0 1 2 3; do
+for stage in ${MULTI_STAGES:-0 1 2 3}; do
   # (Stage 3: nothing kept gathered, so the parameters are the partition alone.)
   # shellcheck disable=SC2086
   "$DSRUN" -n 2 --master_port "$(port)" "$DST" $BIG --set zero_optimization.stage=$stage \
@@ -93,6 +96,7 @@ for stage in 0 1 2 3; do
       st, psi, p, fp, g, fg, s, fs, peaks }'
 done
 
+[ "${MULTI_KILL:-1}" = 0 ] && exit 0
 echo "== 3. a rank killed mid-step"
 export MASTER_ADDR=127.0.0.1 MASTER_PORT="$(port)" WORLD_SIZE=2 DSPP_TIMEOUT=0.5
 # ds-train itself is the background job (no wrapper), so SIGKILL reaches the rank; rank 0 has 240 s

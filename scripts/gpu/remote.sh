@@ -10,6 +10,8 @@
 #                     runs of ds-train (bf16, on the embedded task and on a token file); "multi"
 #                     the several-GPU runs of scripts/gpu/multi_gpu.sh (needs 2 GPUs)
 # DSPP_GPU_CTEST      extra ctest arguments (e.g. "-R gpu")
+# DSPP_GPU_TRAIN_RUNS which "train" runs, default "embedded tokens" (also: embedded-z3, the
+#                     embedded task at ZeRO stage 3); DSPP_GPU_TRAIN_STEPS their steps (40)
 # DSPP_GPU_BUILD      build folder, default /tmp/dspp-build (kept while the machine stays warm)
 set -uo pipefail
 
@@ -20,10 +22,12 @@ B="${DSPP_GPU_BUILD:-/tmp/dspp-build}"
 OUT="${OUT:-/tmp/dspp-gpu-out}"
 STEPS="${DSPP_GPU_STEPS:-build test memcheck}"
 CTEST_EXTRA="${DSPP_GPU_CTEST:-}"
+TRAIN_RUNS="${DSPP_GPU_TRAIN_RUNS:-embedded tokens}"
+TRAIN_STEPS="${DSPP_GPU_TRAIN_STEPS:-40}"
 JOBS="$(nproc)"
 # dsrun forwards every DSPP_* variable to the ranks (and its tests compare the exact command
 # line): keep this script's own settings out of the tests' environment.
-unset DSPP_GPU_STEPS DSPP_GPU_CTEST DSPP_GPU_BUILD
+unset DSPP_GPU_STEPS DSPP_GPU_CTEST DSPP_GPU_BUILD DSPP_GPU_TRAIN_RUNS DSPP_GPU_TRAIN_STEPS
 mkdir -p "$OUT" "$DEPS"
 [ -d "$SRC" ] || { echo "remote.sh: no $SRC (run scripts/gpu/prepare.sh here and carry .gpu)"; exit 2; }
 
@@ -130,9 +134,11 @@ PY
   GPT2="--device cuda --n-layer 12 --n-head 12 --n-embd 768 --context 1024 --set bf16.enabled=true"
   GPT2="$GPT2 --set train_micro_batch_size_per_gpu=16 --set optimizer.params.lr=6e-4 --print-every 10"
   # (--eval-batches 1 on the embedded task: its accuracy reads the 50304-wide logits on the host.)
-  for run in "embedded:--steps ${DSPP_GPU_TRAIN_STEPS:-40} --vocab-size 50304 --eval-batches 1" \
-             "tokens:--steps ${DSPP_GPU_TRAIN_STEPS:-40} --data /tmp/dspp-tokens.bin --vocab-size 50304"; do
+  for run in "embedded:--steps $TRAIN_STEPS --vocab-size 50304 --eval-batches 1" \
+             "tokens:--steps $TRAIN_STEPS --data /tmp/dspp-tokens.bin --vocab-size 50304" \
+             "embedded-z3:--steps $TRAIN_STEPS --vocab-size 50304 --eval-batches 1 --set zero_optimization.stage=3"; do
     name="${run%%:*}"
+    [[ " $TRAIN_RUNS " == *" $name "* ]] || continue
     t0=$SECONDS
     # shellcheck disable=SC2086
     "$B/bin/ds-train" $GPT2 ${run#*:} >"$OUT/train-$name.log" 2>&1
