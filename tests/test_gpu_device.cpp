@@ -11,6 +11,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "catch.h"
@@ -147,6 +148,59 @@ TEST_CASE("device/cuda: current and peak bytes, and empty_cache", "[gpu][device]
   CHECK(stats(*dev).peak_allocated == 1024);
   release(*dev, b);
   CHECK(stats(*dev).allocated == 0);
+}
+
+TEST_CASE("device/cuda: current and peak bytes per memory category, per thread", "[gpu][device]") {
+  dspp::PluginRegistry registry;
+  auto dev = make_device(registry);
+  dspp::check_plugin(dev->empty_cache(), "empty_cache");
+  dspp::check_plugin(dev->reset_peak_stats(), "reset_peak_stats");
+  CHECK(dev->set_memory_category(DSPP_MEM_PARAMETERS) == DSPP_MEM_OTHER);  // the default
+  void* p = alloc(*dev, 3 * kMiB);  // block 4 MiB, a parameter
+  CHECK(dev->set_memory_category(DSPP_MEM_GRADIENTS) == DSPP_MEM_PARAMETERS);
+  void* g = alloc(*dev, 1000);  // block 1 KiB, a gradient
+  // Another thread's allocations keep that thread's category (the default, other).
+  void* o = nullptr;
+  std::thread([&] { o = alloc(*dev, 600); }).join();
+  // An unknown category counts as other.
+  dev->set_memory_category(42);
+  void* u = alloc(*dev, 100);
+  CHECK(dev->set_memory_category(DSPP_MEM_OPTIMIZER_STATE) == DSPP_MEM_OTHER);
+  void* m = alloc(*dev, 2 * kMiB);  // block 2 MiB, optimizer state
+  const auto s1 = stats(*dev);
+  CHECK(s1.category_allocated[DSPP_MEM_PARAMETERS] == 4 * kMiB);
+  CHECK(s1.category_requested[DSPP_MEM_PARAMETERS] == 3 * kMiB);
+  CHECK(s1.category_allocated[DSPP_MEM_GRADIENTS] == 1024);
+  CHECK(s1.category_requested[DSPP_MEM_GRADIENTS] == 1000);
+  CHECK(s1.category_allocated[DSPP_MEM_OTHER] == 1024 + 512);
+  CHECK(s1.category_requested[DSPP_MEM_OTHER] == 700);
+  CHECK(s1.category_allocated[DSPP_MEM_OPTIMIZER_STATE] == 2 * kMiB);
+  uint64_t sum = 0;
+  for (int c = 0; c < DSPP_MEM_CATEGORIES; ++c) sum += s1.category_allocated[c];
+  CHECK(sum == s1.allocated);
+  // A freed parameter block reused as an activation counts as an activation now; the parameter
+  // category keeps its peak until reset_peak_stats.
+  release(*dev, p);
+  dev->set_memory_category(DSPP_MEM_ACTIVATIONS);
+  void* a = alloc(*dev, 3 * kMiB + 5);  // served by the cached 4 MiB block
+  const auto s2 = stats(*dev);
+  CHECK(s2.cache_hits == s1.cache_hits + 1);
+  CHECK(s2.category_allocated[DSPP_MEM_PARAMETERS] == 0);
+  CHECK(s2.category_peak[DSPP_MEM_PARAMETERS] == 4 * kMiB);
+  CHECK(s2.category_allocated[DSPP_MEM_ACTIVATIONS] == 4 * kMiB);
+  CHECK(s2.category_requested[DSPP_MEM_ACTIVATIONS] == 3 * kMiB + 5);
+  dspp::check_plugin(dev->reset_peak_stats(), "reset_peak_stats");
+  const auto s3 = stats(*dev);
+  CHECK(s3.category_peak[DSPP_MEM_PARAMETERS] == 0);
+  CHECK(s3.category_peak[DSPP_MEM_ACTIVATIONS] == 4 * kMiB);
+  for (void* q : {g, o, u, m, a}) release(*dev, q);
+  dev->set_memory_category(DSPP_MEM_OTHER);
+  const auto s4 = stats(*dev);
+  for (int c = 0; c < DSPP_MEM_CATEGORIES; ++c) {
+    INFO("category " << c);
+    CHECK(s4.category_allocated[c] == 0);
+    CHECK(s4.category_requested[c] == 0);
+  }
 }
 
 TEST_CASE("device/cuda: out of memory says how much, and a full cache is released and retried",

@@ -174,6 +174,7 @@ class FakeDevice final : public dspp::Device {
     if (!p) return fail(DSPP_ERR_OUT_OF_MEMORY, "out of memory");
     std::memset(p, 0xFF, bytes);  // NaN in every float dtype until written
     blocks_[p] = bytes;
+    category_of_[p] = category_;
     *out = p;
     return DSPP_OK;
   }
@@ -185,13 +186,24 @@ class FakeDevice final : public dspp::Device {
     if (it == blocks_.end()) return fail(DSPP_ERR_INVALID_ARGUMENT, "free of an unknown pointer");
     std::free(ptr);
     blocks_.erase(it);
+    category_of_.erase(ptr);
     return DSPP_OK;
   }
   dspp_status empty_cache() noexcept override { return DSPP_OK; }
+  // What is live, in total and per category (as asked: no block rounding here).
   dspp_status memory_stats(dspp::DeviceMemoryStats* out) const noexcept override {
     out->allocated = 0;
-    for (const auto& [p, n] : blocks_) out->allocated += n;
+    for (uint64_t& c : out->category_requested) c = 0;
+    for (const auto& [p, n] : blocks_) {
+      out->allocated += n;
+      out->category_requested[category_of_.at(p)] += n;
+    }
     return DSPP_OK;
+  }
+  int32_t set_memory_category(int32_t category) noexcept override {
+    const int32_t previous = category_;
+    category_ = category >= 0 && category < DSPP_MEM_CATEGORIES ? category : DSPP_MEM_OTHER;
+    return previous;
   }
   dspp_status reset_peak_stats() noexcept override { return DSPP_OK; }
   // "Page-locked" host memory (ZeRO-Offload's master and gradient): plain host memory here,
@@ -262,6 +274,8 @@ class FakeDevice final : public dspp::Device {
     return fail(DSPP_ERR_NOT_SUPPORTED, std::string(what) + " is not used by the ZeRO stages");
   }
   std::map<const void*, size_t> blocks_;
+  std::map<const void*, int32_t> category_of_;  // DSPP_MEM_* of each live block
+  int32_t category_ = DSPP_MEM_OTHER;
   std::set<void*> host_blocks_;
   size_t host_allocs_ = 0;
   FakeKernels kernels_;

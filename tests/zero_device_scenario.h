@@ -208,11 +208,17 @@ inline dspp::Device*& host_device_slot() {
 inline void* host_device_cb(void*) {
   return host_device_slot();
 }
-// dspp::host_api() (its logger, errors and memory) with `device` returning `dev`.
+inline int32_t memory_category_cb(void*, int32_t category) {
+  dspp::Device* d = host_device_slot();
+  return d ? d->set_memory_category(category) : DSPP_MEM_OTHER;
+}
+// dspp::host_api() (its logger, errors and memory) with `device` returning `dev` and
+// `memory_category` setting its category.
 inline const dspp_host_api* host_with_device(dspp::Device* dev) {
   static dspp_host_api host = [] {
     dspp_host_api h = *dspp::host_api();
     h.device = &host_device_cb;
+    h.memory_category = &memory_category_cb;
     return h;
   }();
   host_device_slot() = dev;
@@ -608,6 +614,22 @@ inline Outcome zero_adamw(dspp::Device& dev, int32_t dtype, int stage_no,
     CHECK(mem.optimizer_state_bytes == 2 * kFlat * 4);
     if (owns_grads) CHECK(mem.buffer_bytes >= (2 * 20 + 13) * 4);  // two buckets, the tied slots
     if (offloaded) CHECK(mem.buffer_bytes >= kFlat * 4);           // the host gradient
+    {
+      // The allocator's categories (as asked) agree with the stage's own accounting. The test's
+      // flat buffers are untagged (other); the stage tags its partition and gathers (stage 3),
+      // its gradient accumulator (stages 2-3), the master and the optimizer's states, and its
+      // reduction buffers (all of buffer_bytes but the f64 norm accumulator).
+      dspp::DeviceMemoryStats st{};
+      st.struct_size = sizeof st;
+      check(dev.memory_stats(&st), "memory_stats");
+      const auto cat = [&](int c) { return static_cast<int64_t>(st.category_requested[c]); };
+      CHECK(cat(DSPP_MEM_PARAMETERS) == (owns_params ? mem.param_bytes : 0));
+      CHECK(cat(DSPP_MEM_GRADIENTS) == (owns_grads ? mem.grad_bytes : 0));
+      CHECK(cat(DSPP_MEM_OPTIMIZER_STATE) ==
+            (offloaded ? 0 : mem.optimizer_state_bytes + mem.master_bytes));
+      if (owns_grads && !offloaded) CHECK(cat(DSPP_MEM_COMM_BUFFERS) == mem.buffer_bytes - 8);
+      CHECK(cat(DSPP_MEM_ACTIVATIONS) == 0);
+    }
 
     // The float64 reference.
     std::vector<double> master(p0.begin(), p0.end()), m(kFlat, 0.0), v(kFlat, 0.0);

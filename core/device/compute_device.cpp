@@ -17,6 +17,16 @@
 #include "plugins/host_api.h"
 
 namespace dspp {
+
+static_assert(static_cast<int>(MemoryCategory::kOther) == DSPP_MEM_OTHER &&
+                  static_cast<int>(MemoryCategory::kParameters) == DSPP_MEM_PARAMETERS &&
+                  static_cast<int>(MemoryCategory::kGradients) == DSPP_MEM_GRADIENTS &&
+                  static_cast<int>(MemoryCategory::kOptimizerState) == DSPP_MEM_OPTIMIZER_STATE &&
+                  static_cast<int>(MemoryCategory::kActivations) == DSPP_MEM_ACTIVATIONS &&
+                  static_cast<int>(MemoryCategory::kCommBuffers) == DSPP_MEM_COMM_BUFFERS &&
+                  kMemoryCategories == DSPP_MEM_CATEGORIES,
+              "<dspp/device.h>'s MemoryCategory mirrors DSPP_MEM_*");
+
 namespace {
 
 // Tensors on the GPU get their memory from the device plugin's caching allocator, in the order
@@ -44,6 +54,7 @@ struct State {
   DeviceKernels* kernels = nullptr;
   std::unique_ptr<DeviceAllocator> allocator;
   dspp_device current{DSPP_DEVICE_CPU, 0};
+  bool categories = false;  // the plugin has Device::set_memory_category (ABI 1.3)
 };
 
 State& state() {
@@ -64,7 +75,8 @@ int local_rank() {
 }
 
 // Loads the plugin; null (and a reason) when it is missing or sees no GPU.
-std::shared_ptr<Device> load_cuda(std::shared_ptr<PluginRegistry>& reg, std::string* why) {
+std::shared_ptr<Device> load_cuda(std::shared_ptr<PluginRegistry>& reg, std::string* why,
+                                  uint32_t* abi_minor) {
   reg = std::make_shared<PluginRegistry>();
   reg->scan(PluginRegistry::search_path());
   const PluginInfo* info = reg->find(DSPP_KIND_DEVICE, "cuda");
@@ -77,6 +89,7 @@ std::shared_ptr<Device> load_cuda(std::shared_ptr<PluginRegistry>& reg, std::str
            std::to_string(info->abi_minor) + " and has no layer kernels (needs 1.1)";
     return nullptr;
   }
+  *abi_minor = info->abi_minor;
   auto dev = reg->create<Device>(DSPP_KIND_DEVICE, "cuda", empty_config_view());
   if (dev->count() <= 0) {
     *why = "the device/cuda plugin sees no GPU (no driver, or CUDA_VISIBLE_DEVICES is empty)";
@@ -119,7 +132,8 @@ dspp_device use_device(const std::string& request) {
   }
   std::string why;
   std::shared_ptr<PluginRegistry> reg;
-  std::shared_ptr<Device> dev = load_cuda(reg, &why);
+  uint32_t abi_minor = 0;
+  std::shared_ptr<Device> dev = load_cuda(reg, &why, &abi_minor);
   if (!dev) {
     if (request == "auto") return s.current;  // the CPU
     throw Error(Errc::kRuntime, "use_device(\"" + request + "\"): " + why);
@@ -136,6 +150,7 @@ dspp_device use_device(const std::string& request) {
   s.registry = reg;
   s.device = dev;
   s.kernels = k;
+  s.categories = abi_minor >= 3;
   s.allocator = std::make_unique<DeviceAllocator>(dev.get());
   set_allocator(DSPP_DEVICE_CUDA, s.allocator.get());
   s.current = dspp_device{DSPP_DEVICE_CUDA, index};
@@ -172,7 +187,32 @@ DeviceMemory device_memory() {
   m.peak_allocated = static_cast<int64_t>(st.peak_allocated);
   m.reserved = static_cast<int64_t>(st.reserved);
   m.total = static_cast<int64_t>(st.device_total_memory);
+  if (state().categories) {
+    for (int c = 0; c < kMemoryCategories; ++c) {
+      m.category_allocated[c] = static_cast<int64_t>(st.category_allocated[c]);
+      m.category_peak[c] = static_cast<int64_t>(st.category_peak[c]);
+      m.category_requested[c] = static_cast<int64_t>(st.category_requested[c]);
+    }
+  }
   return m;
+}
+
+const char* memory_category_name(MemoryCategory c) {
+  switch (c) {
+    case MemoryCategory::kOther:
+      return "other";
+    case MemoryCategory::kParameters:
+      return "parameters";
+    case MemoryCategory::kGradients:
+      return "gradients";
+    case MemoryCategory::kOptimizerState:
+      return "optimizer states";
+    case MemoryCategory::kActivations:
+      return "activations";
+    case MemoryCategory::kCommBuffers:
+      return "comm buffers";
+  }
+  return "unknown";
 }
 
 void reset_device_peak_memory() {
@@ -223,6 +263,12 @@ void zero_bytes(void* dst, dspp_device dev, size_t n) {
 
 void* host_device_callback(void*) {
   return compute_device();
+}
+
+int32_t host_memory_category_callback(void*, int32_t category) {
+  Device* d = compute_device();
+  if (!d || !state().categories) return DSPP_MEM_OTHER;
+  return d->set_memory_category(category);
 }
 
 }  // namespace device

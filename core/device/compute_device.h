@@ -21,5 +21,9 @@ void copy_bytes(void* dst, dspp_device dst_dev, const void* src, dspp_device src
 void zero_bytes(void* dst, dspp_device dev, size_t n);
 // dspp_host_api::device.
 void* host_device_callback(void* self);
+// dspp_host_api::memory_category: the calling thread's category of device allocations, set on
+// the compute device when its plugin has ABI 1.3 (else nothing, and DSPP_MEM_OTHER back). The
+// core tags its own allocations with dspp::plugin::MemoryCategory over host_api(), as plugins do.
+int32_t host_memory_category_callback(void* self, int32_t category);
 
 }  // namespace dspp::device

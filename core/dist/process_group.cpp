@@ -3,6 +3,8 @@
 #include <dspp/device.h>
 #include <dspp/dist.h>
 #include <dspp/error.h>
+#include <dspp/kinds/device.h>
+#include <dspp/plugin.h>
 #include <dspp/plugins.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "device/compute_device.h"
 #include "dist/world.h"
 #include "log/log.h"
 #include "monitor/csv_monitor.h"
@@ -87,9 +90,21 @@ class SelfCommunicator final : public Communicator {
   }
 
  private:
+  // Host or device memory (a device copy is ordered on the legacy default stream).
   static dspp_status copy(dspp_tensor_view in, dspp_tensor_view out, CommWork** work) {
     if (bytes_of(in) != bytes_of(out)) return self_error("in and out differ in size");
-    if (in.data != out.data) std::memmove(out.data, in.data, static_cast<size_t>(bytes_of(in)));
+    const auto n = static_cast<size_t>(bytes_of(in));
+    if (in.data != out.data && n > 0) {
+      if (in.device.type == DSPP_DEVICE_CPU && out.device.type == DSPP_DEVICE_CPU) {
+        std::memmove(out.data, in.data, n);
+      } else {
+        try {
+          device::copy_bytes(out.data, out.device, in.data, in.device, n);
+        } catch (const std::exception& e) {
+          return host_api()->set_error(host_api()->self, DSPP_ERR_RUNTIME, e.what());
+        }
+      }
+    }
     *work = &g_done;
     return DSPP_OK;
   }
@@ -308,11 +323,17 @@ bool staged(const Tensor& t) {
          current_device().type == DSPP_DEVICE_CUDA;
 }
 
+// The device copy a staged tensor goes through (counted as a comm buffer by the allocator).
+Tensor on_comm_device(const Tensor& t) {
+  plugin::MemoryCategory tag(host_api(), DSPP_MEM_COMM_BUFFERS);
+  return t.to(current_device());
+}
+
 }  // namespace
 
 void ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
   if (staged(t)) {
-    Tensor d = t.to(current_device());
+    Tensor d = on_comm_device(t);
     all_reduce(d, op);
     Tensor(t).copy_from(d);
     return;
@@ -323,7 +344,7 @@ void ProcessGroup::all_reduce(const Tensor& t, ReduceOp op) {
 
 void ProcessGroup::broadcast(const Tensor& t, int root) {
   if (staged(t)) {
-    Tensor d = t.to(current_device());
+    Tensor d = on_comm_device(t);
     broadcast(d, root);
     Tensor(t).copy_from(d);
     return;
@@ -334,8 +355,8 @@ void ProcessGroup::broadcast(const Tensor& t, int root) {
 
 void ProcessGroup::all_gather(const Tensor& in, const Tensor& out) {
   if (staged(in) || staged(out)) {
-    Tensor o = out.to(current_device());
-    all_gather(in.to(current_device()), o);
+    Tensor o = on_comm_device(out);
+    all_gather(on_comm_device(in), o);
     Tensor(out).copy_from(o);
     return;
   }
@@ -345,8 +366,8 @@ void ProcessGroup::all_gather(const Tensor& in, const Tensor& out) {
 
 void ProcessGroup::reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) {
   if (staged(in) || staged(out)) {
-    Tensor o = out.to(current_device());
-    reduce_scatter(in.to(current_device()), o, op);
+    Tensor o = on_comm_device(out);
+    reduce_scatter(on_comm_device(in), o, op);
     Tensor(out).copy_from(o);
     return;
   }

@@ -4,6 +4,7 @@
 // done.
 #include "dist/world.h"
 
+#include <dspp/device.h>
 #include <dspp/error.h>
 #include <dspp/plugins.h>
 
@@ -351,7 +352,12 @@ void init_distributed(const DistOptions& options) {
     std::lock_guard<std::mutex> lock(dist::g_mu);
     if (dist::g_world) return;
   }
-  std::shared_ptr<dist::World> w = dist::start_world(options);
+  DistOptions o = options;
+  if (o.backend.empty()) {
+    const char* b = std::getenv("DSPP_COMM_BACKEND");
+    o.backend = b && *b ? b : current_device().type == DSPP_DEVICE_CUDA ? "nccl" : "gloo";
+  }
+  std::shared_ptr<dist::World> w = dist::start_world(o);
   std::lock_guard<std::mutex> lock(dist::g_mu);
   if (!dist::g_world) {
     dist::g_world = std::move(w);

@@ -3,6 +3,8 @@
 // (DeepSpeed's overflow skips); the ZeRO stage plugin reduces gradients across ranks, steps the
 // optimizer, and keeps the fp32 master weights under mixed precision.
 #include <dspp/engine.h>
+#include <dspp/plugin.h>
+#include <dspp/plugins.h>
 
 #include <algorithm>
 #include <chrono>
@@ -339,7 +341,10 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
   const dspp_dtype value_dtype = gpu ? static_cast<dspp_dtype>(working_dtype_) : DSPP_F32;
   Tensor host_values;  // the fp32 assembly buffer
   if (!manages_params_) host_values = Tensor::zeros({padded});
-  if (!manages_grads_) flat_grads_ = Tensor::zeros({padded}, DSPP_F32, device_);
+  if (!manages_grads_) {
+    plugin::MemoryCategory tag(host_api(), DSPP_MEM_GRADIENTS);
+    flat_grads_ = Tensor::zeros({padded}, DSPP_F32, device_);
+  }
   live_.assign(params_.size(), 0);
   std::map<std::string, int64_t> offset_of;
   int64_t off = 0;
@@ -361,7 +366,10 @@ void Engine::setup_parameters(const std::vector<ParamGroup>& groups) {
     off += n;
   }
   // (On the CPU this is host_values itself.)
-  if (!manages_params_) flat_params_ = host_values.to(device_, value_dtype);
+  if (!manages_params_) {
+    plugin::MemoryCategory tag(host_api(), DSPP_MEM_PARAMETERS);
+    flat_params_ = host_values.to(device_, value_dtype);
+  }
   host_values = Tensor();
   for (Parameter* p : params_) {
     const int64_t o = offset_of[p->name];
@@ -483,6 +491,8 @@ float Engine::forward(const Batch& batch) {
                                             ") is not a TrainableModel with forward_loss()");
   }
   auto t0 = Clock::now();
+  // What forward makes is activations (a ZeRO stage tags its own gathers and buckets).
+  plugin::MemoryCategory tag(host_api(), DSPP_MEM_ACTIVATIONS);
   if (!root_params_.empty()) before_forward(root_params_);
   last_loss_ = trainable_->forward_loss(batch);
   if (!root_params_.empty()) after_forward(root_params_);
@@ -505,6 +515,7 @@ void Engine::backward(float loss) {
     write_events({{"Train/Samples/train_loss", window_loss_, global_samples_}});
   }
   auto t0 = Clock::now();
+  plugin::MemoryCategory tag(host_api(), DSPP_MEM_ACTIVATIONS);
   check_plugin(zero_->begin_backward(), "zero begin_backward");
   if (!root_params_.empty()) before_backward(root_params_);
   // DeepSpeed scales the loss by 1/GA so accumulated gradients average over the window, and by the

@@ -67,11 +67,8 @@ dist::LaunchEnv init_distributed(const InitializeArgs& a) {
         "dspp::init_distributed() first, or leave dist_init_required unset");
   }
   if (!is_initialized()) {
-    DistOptions o;
+    DistOptions o;  // the backend: the accelerator's (NCCL on a GPU) or $DSPP_COMM_BACKEND
     o.distributed_port = a.distributed_port;
-    // DeepSpeed takes the accelerator's backend: NCCL for GPUs.
-    if (current_device().type == DSPP_DEVICE_CUDA) o.backend = "nccl";
-    if (const char* b = std::getenv("DSPP_COMM_BACKEND"); b && *b) o.backend = b;
     // torch's init_method: env:// (rank 0's TCP store) or file:///dir on a shared filesystem.
     if (const char* m = std::getenv("DSPP_INIT_METHOD"); m && *m) o.init_method = m;
     dspp::init_distributed(o);

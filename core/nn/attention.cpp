@@ -112,13 +112,15 @@ CausalSelfAttention::CausalSelfAttention(int64_t n_embd, int64_t n_head, Rng& rn
 
 Tensor CausalSelfAttention::forward(const Tensor& x) {
   const int64_t C = c_proj_->out_features();
-  if (nn::gpu::on_gpu(c_proj_->weight().value)) {
-    Tensor qkv = forward_child(*c_attn_, x);  // moves a host input onto the device
-    if (qkv.dim() != 3) {
-      nn::fail(*this, "input must be [B, T, " + std::to_string(C) + "], got " + x.describe());
-    }
+  if (x.dim() != 3 || x.size(2) != C) {
+    nn::fail(*this, "input must be [B, T, " + std::to_string(C) + "], got " + x.describe());
+  }
+  // c_attn decides where this runs (its weight's device; it moves a host input onto the GPU):
+  // under ZeRO-3 c_proj's weight is gathered only when c_proj's own forward starts.
+  Tensor qkv = forward_child(*c_attn_, x);
+  const int64_t B = qkv.size(0), T = qkv.size(1);
+  if (nn::gpu::on_gpu(qkv)) {
     const std::string who = nn::where(*this);
-    const int64_t B = qkv.size(0), T = qkv.size(1);
     Tensor y = Tensor::empty({B, T, C}, qkv.dtype(), qkv.device());
     Tensor lse = Tensor::empty({B, n_head_, T}, DSPP_F32, qkv.device());
     const dspp_tensor_view vq = qkv.view(), vy = y.view(), vl = lse.view();
@@ -132,11 +134,6 @@ Tensor CausalSelfAttention::forward(const Tensor& x) {
     return forward_child(*c_proj_, y);
   }
   nn::require_host(*this, "input", x, DSPP_F32);
-  if (x.dim() != 3 || x.size(2) != C) {
-    nn::fail(*this, "input must be [B, T, " + std::to_string(C) + "], got " + x.describe());
-  }
-  const int64_t B = x.size(0), T = x.size(1);
-  Tensor qkv = forward_child(*c_attn_, x);
   Tensor y = Tensor::empty({B, T, C});
   Tensor att = Tensor::empty({B, n_head_, T, T});
   attention_forward(y.data<float>(), att.data<float>(), qkv.data<float>(), B, T, C, n_head_);

@@ -89,6 +89,7 @@ dspp_host_api make_host_api() {
   api.rank = 0;
   api.world_size = 1;
   api.device = &device::host_device_callback;
+  api.memory_category = &device::host_memory_category_callback;
   return api;
 }
 

@@ -7,8 +7,9 @@
 #     without offload), and ZeRO 3 likewise (fp32, bf16, offload, built under zero::Init, Muon,
 #     Muon + offload): every step's loss.
 #  2. Memory: a 24-layer, 1024-wide GPT (355M parameters) at ZeRO 0-3 on 2 GPUs, fp32 AdamW:
-#     the engine's model-state bytes per rank against the ZeRO paper's formula, and the caching
-#     allocator's peak per GPU.
+#     parameters, gradients and Adam states per GPU as the caching allocator counts them (its
+#     categories after setup) and as the stages account them, against the ZeRO paper's formula;
+#     and the allocator's peaks per category.
 #  3. A rank killed mid-step (SIGKILL): how long the other takes to stop, and what it says.
 # Prints a summary; logs in $OUT/multi. To repeat only some runs: MULTI_RUNS, an extended regex
 # over the names of section 1 (default: all); MULTI_STAGES, the stages of section 2 (default
@@ -85,15 +86,23 @@ for stage in ${MULTI_STAGES:-0 1 2 3}; do
   p="$(sed -n 's/.*parameters \([0-9]*\) B.*/\1/p' <<<"$line")"
   g="$(sed -n 's/.*gradients \([0-9]*\) B.*/\1/p' <<<"$line")"
   s="$(sed -n 's/.*optimizer states \([0-9]*\) B.*/\1/p' <<<"$line")"
+  # The caching allocator's categories after setup (bytes as asked).
+  cat="$(grep -m1 'GPU memory after setup on rank 0, by category' "$OUT/mem-z$stage.log")"
+  ap="$(sed -n 's/.*parameters \([0-9]*\) B.*/\1/p' <<<"$cat")"
+  ag="$(sed -n 's/.*gradients \([0-9]*\) B.*/\1/p' <<<"$cat")"
+  as="$(sed -n 's/.*optimizer states \([0-9]*\) B.*/\1/p' <<<"$cat")"
   peaks="$(grep 'GPU memory on rank' "$OUT/mem-z$stage.log" | sed 's/.*peak allocated \([0-9.]*\) GiB.*/\1/' | tr '\n' ' ')"
+  catpeaks="$(grep -m1 'GPU memory on rank' "$OUT/mem-z$stage.log" | sed -n 's/.*peaks by category: \(.*\))$/\1/p')"
   if [ $rc -ne 0 ] || [ -z "$psi" ]; then
     echo "z$stage: FAILED rc=$rc"; tail -n 5 "$OUT/mem-z$stage.log"; continue
   fi
-  awk -v st="$stage" -v psi="$psi" -v p="$p" -v g="$g" -v s="$s" -v peaks="$peaks" 'BEGIN {
+  awk -v st="$stage" -v psi="$psi" -v p="$p" -v g="$g" -v s="$s" -v ap="$ap" -v ag="$ag" \
+      -v as="$as" -v peaks="$peaks" 'BEGIN {
     nd = 2; fp = (st >= 3 ? 4 * psi / nd : 4 * psi); fg = (st >= 2 ? 4 * psi / nd : 4 * psi)
     fs = (st >= 1 ? 8 * psi / nd : 8 * psi)
-    printf "z%d: psi %d | params %d B (paper %d) | grads %d B (paper %d) | Adam states %d B (paper %d) | rank 0 peak allocated %s GiB\n",
-      st, psi, p, fp, g, fg, s, fs, peaks }'
+    printf "z%d: psi %d | params: paper %d, engine %d, allocator %s | grads: paper %d, engine %d, allocator %s | Adam states: paper %d, engine %d, allocator %s | rank 0 peak allocated %s GiB\n",
+      st, psi, fp, p, ap, fg, g, ag, fs, s, as, peaks }'
+  echo "   rank 0 peaks by category: $catpeaks"
 done
 
 [ "${MULTI_KILL:-1}" = 0 ] && exit 0

@@ -216,6 +216,18 @@ PreparedConfig prepare_config(const Options& o) {
   return p;
 }
 
+// The caching allocator's per-category counters on one line: "parameters 123 B, gradients ...".
+std::string by_category(const int64_t (&bytes)[dspp::kMemoryCategories], bool gib) {
+  std::string line;
+  for (int c = 0; c < dspp::kMemoryCategories; ++c) {
+    line += std::string(c ? ", " : "") +
+            dspp::memory_category_name(static_cast<dspp::MemoryCategory>(c)) + " " +
+            (gib ? fixed(static_cast<double>(bytes[c]) / (1 << 30), 2) + " GiB"
+                 : std::to_string(bytes[c]) + " B");
+  }
+  return line;
+}
+
 // ---- evaluation ---------------------------------------------------------------------------------
 
 // --dump-params: every parameter as raw little-endian float32, in the model's order (what the
@@ -436,6 +448,11 @@ int run(const Options& o) {
         static_cast<long long>(engine.mesh().dp_size), static_cast<long long>(m.param_bytes),
         static_cast<long long>(m.grad_bytes), static_cast<long long>(m.optimizer_state_bytes),
         static_cast<long long>(m.master_bytes), static_cast<long long>(m.buffer_bytes));
+    if (device.type == DSPP_DEVICE_CUDA) {
+      // The same as the caching allocator counts it (bytes as asked, not rounded to blocks).
+      std::printf("ds-train: GPU memory after setup on rank 0, by category: %s\n",
+                  by_category(dspp::device_memory().category_requested, false).c_str());
+    }
   }
   std::printf("ds-train: data %s\n", data.description.c_str());
   if (data.chance_loss) {
@@ -627,10 +644,11 @@ int run(const Options& o) {
     if (device.type == DSPP_DEVICE_CUDA) {
       // The caching allocator's counters: model states, activations and scratch together.
       const dspp::DeviceMemory d = dspp::device_memory();
-      std::printf("ds-train: GPU memory on rank 0 (%s): peak allocated %.2f GiB of %.2f GiB\n",
+      std::printf("ds-train: GPU memory on rank 0 (%s): peak allocated %.2f GiB of %.2f GiB (%s)\n",
                   dspp::device_name(device).c_str(),
                   static_cast<double>(d.peak_allocated) / (1 << 30),
-                  static_cast<double>(d.total) / (1 << 30));
+                  static_cast<double>(d.total) / (1 << 30),
+                  ("peaks by category: " + by_category(d.category_peak, true)).c_str());
     }
   }
   if (engine.grad_group()->size() > 1) {

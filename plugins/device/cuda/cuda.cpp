@@ -10,6 +10,10 @@
 // fails, every cached block is released (cudaFree) and the allocation is tried once more; if that
 // fails too the error says what was asked, what dspp holds and what the GPU has free.
 //
+// Every block is counted in the category (DSPP_MEM_*) its allocating thread had set
+// (set_memory_category) when it was handed out, so current and peak bytes are known per category:
+// parameters, gradients, optimizer states, activations, comm buffers, other.
+//
 // Copies with pageable host memory go through two page-locked staging buffers, so that the
 // device side is an ordinary asynchronous copy in stream order and the host side overlaps it.
 //
@@ -38,6 +42,9 @@
 namespace {
 
 using dspp::plugin::StatusError;
+
+// The category of the calling thread's allocations (set_memory_category).
+thread_local int32_t t_category = DSPP_MEM_OTHER;
 
 constexpr const char* kWho = "device/cuda";
 #define CHECK(call) DSPP_CUDA_CHECK(kWho, call)
@@ -172,6 +179,7 @@ class CudaDevice final : public dspp::Device {
           Block& b = blocks_.at(p);
           b.in_use = true;
           b.requested = bytes;
+          b.category = t_category;
           account_alloc(b);
           ++stats_.cache_hits;
           *out = p;
@@ -206,7 +214,7 @@ class CudaDevice final : public dspp::Device {
       CHECK(err);
       in_use_ = true;
       Block& b = blocks_[p];
-      b = Block{size, bytes, s, true};
+      b = Block{size, bytes, s, true, t_category};
       stats_.reserved += size;
       stats_.peak_reserved = std::max(stats_.peak_reserved, stats_.reserved);
       ++stats_.device_mallocs;
@@ -229,6 +237,8 @@ class CudaDevice final : public dspp::Device {
       b.in_use = false;
       stats_.allocated -= b.size;
       stats_.requested -= b.requested;
+      stats_.category_allocated[b.category] -= b.size;
+      stats_.category_requested[b.category] -= b.requested;
       const cudaStream_t s = static_cast<cudaStream_t>(stream);
       if (!s || s == b.stream) {
         free_[b.stream].emplace(b.size, ptr);
@@ -283,6 +293,9 @@ class CudaDevice final : public dspp::Device {
       std::lock_guard<std::mutex> lock(mutex_);
       stats_.peak_allocated = stats_.allocated;
       stats_.peak_reserved = stats_.reserved;
+      for (int c = 0; c < DSPP_MEM_CATEGORIES; ++c) {
+        stats_.category_peak[c] = stats_.category_allocated[c];
+      }
     });
   }
 
@@ -460,12 +473,19 @@ class CudaDevice final : public dspp::Device {
   // The layer kernels (kernels.cpp): created with the device, they touch CUDA only when called.
   dspp::DeviceKernels* kernels() noexcept override { return kernels_.get(); }
 
+  int32_t set_memory_category(int32_t category) noexcept override {
+    const int32_t previous = t_category;
+    t_category = category >= 0 && category < DSPP_MEM_CATEGORIES ? category : DSPP_MEM_OTHER;
+    return previous;
+  }
+
  private:
   struct Block {
     size_t size = 0;       // what cudaMalloc gave
     size_t requested = 0;  // what the caller asked (while in use)
     cudaStream_t stream = nullptr;
     bool in_use = false;
+    int32_t category = DSPP_MEM_OTHER;  // while in use: what it holds (DSPP_MEM_*)
   };
   struct Pending {
     void* ptr;
@@ -498,6 +518,10 @@ class CudaDevice final : public dspp::Device {
     stats_.allocated += b.size;
     stats_.requested += b.requested;
     stats_.peak_allocated = std::max(stats_.peak_allocated, stats_.allocated);
+    const int32_t c = b.category;
+    stats_.category_allocated[c] += b.size;
+    stats_.category_requested[c] += b.requested;
+    stats_.category_peak[c] = std::max(stats_.category_peak[c], stats_.category_allocated[c]);
   }
 
   cudaEvent_t take_event() {

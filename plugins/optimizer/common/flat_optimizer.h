@@ -449,7 +449,10 @@ class FlatOptimizer : public dspp::Optimizer {
     const size_t bytes = static_cast<size_t>(std::max<int64_t>(flat_numel_, 1)) * sizeof(float);
     void* p = nullptr;
     if (kernels_) {
-      plugin::pass_through(device_->alloc(bytes, nullptr, &p));
+      {
+        const plugin::MemoryCategory tag(host_, DSPP_MEM_OPTIMIZER_STATE);
+        plugin::pass_through(device_->alloc(bytes, nullptr, &p));
+      }
       if (!p)
         throw StatusError(DSPP_ERR_OUT_OF_MEMORY,
                           std::string(name_) + ": no device memory for " + name);
@@ -481,7 +484,10 @@ class FlatOptimizer : public dspp::Optimizer {
                         std::string(name_) + ": device scratch (" + what + ") on a CPU setup");
     }
     void* p = nullptr;
-    plugin::pass_through(device_->alloc(std::max<size_t>(bytes, 1), nullptr, &p));
+    {
+      const plugin::MemoryCategory tag(host_, DSPP_MEM_OTHER);
+      plugin::pass_through(device_->alloc(std::max<size_t>(bytes, 1), nullptr, &p));
+    }
     if (!p)
       throw StatusError(DSPP_ERR_OUT_OF_MEMORY,
                         std::string(name_) + ": no device memory for " + what);

@@ -70,6 +70,7 @@ inline dspp_tensor_view slice_of(const dspp_tensor_view& v, int64_t offset, int6
 
 // The host's compute device and its kernels, checked once at a stage's init.
 struct DeviceOps {
+  const dspp_host_api* host = nullptr;  // for tagging allocations (plugin::MemoryCategory)
   Device* dev = nullptr;
   DeviceKernels* k = nullptr;
   dspp_device where{DSPP_DEVICE_CPU, 0};
@@ -78,6 +79,7 @@ struct DeviceOps {
   // kernels are older than version 2 (sum_squares).
   static DeviceOps of(const dspp_host_api* host, dspp_device where, const char* who) {
     DeviceOps ops;
+    ops.host = host;
     ops.dev = static_cast<Device*>(plugin::host_device(host));
     if (!ops.dev) {
       throw StatusError(DSPP_ERR_NOT_SUPPORTED,
@@ -188,7 +190,8 @@ struct DeviceOps {
 };
 
 // Device memory of `n` elements of one dtype, freed (stream-ordered, on the legacy default
-// stream) when reset or destroyed.
+// stream) when reset or destroyed. `category` (DSPP_MEM_*) says what it holds, for the caching
+// allocator's per-category counters.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -197,11 +200,14 @@ class DeviceBuffer {
   ~DeviceBuffer() { release(); }
 
   // Not initialised: the caller writes it before reading.
-  void reset(const DeviceOps& ops, int32_t dtype, int64_t n) {
+  void reset(const DeviceOps& ops, int32_t category, int32_t dtype, int64_t n) {
     release();
     if (n <= 0) return;
     void* p = nullptr;
-    pass_through(ops.dev->alloc(static_cast<size_t>(n * element_bytes(dtype)), nullptr, &p));
+    {
+      const plugin::MemoryCategory tag(ops.host, category);
+      pass_through(ops.dev->alloc(static_cast<size_t>(n * element_bytes(dtype)), nullptr, &p));
+    }
     if (!p) {
       throw StatusError(DSPP_ERR_OUT_OF_MEMORY, "zero: no device memory for " + std::to_string(n) +
                                                     " " + dtype_text(dtype) + " elements");

@@ -98,7 +98,7 @@ class FlatPartitionStage : public StageBase {
       master_.init_device(ops_, setup_.working_dtype, working_view());
     }
     ranges_ = merged_ranges(part_.segments);
-    norm_acc_.reset(ops_, DSPP_F64, 1);
+    norm_acc_.reset(ops_, DSPP_MEM_OTHER, DSPP_F64, 1);
   }
   // The stepped (or loaded) master into the working copy's partition.
   void publish() const {

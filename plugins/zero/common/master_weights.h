@@ -116,7 +116,7 @@ class MasterWeights {
     ops_ = ops;
     release_all();
     if (!mixed(dtype)) return;
-    dmem_.reset(ops, DSPP_F32, working.shape[0]);
+    dmem_.reset(ops, DSPP_MEM_OPTIMIZER_STATE, DSPP_F32, working.shape[0]);
     ops.cast(working, dmem_.view());
   }
   // ZeRO-Offload: the master of `working` (a device view of the rank's working copy, as for
@@ -133,7 +133,7 @@ class MasterWeights {
     hmaster_.reset(host, pin ? ops.dev : nullptr, n);
     hgrads_.reset(host, pin ? ops.dev : nullptr, n);
     if (working.dtype != DSPP_F32 && n > 0) {
-      scratch_.reset(ops, DSPP_F32, std::max<int64_t>(1, std::min(chunk, n)));
+      scratch_.reset(ops, DSPP_MEM_OTHER, DSPP_F32, std::max<int64_t>(1, std::min(chunk, n)));
     }
     down(working, 0, n);
   }

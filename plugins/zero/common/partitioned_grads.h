@@ -59,15 +59,16 @@ class HostBuffer {
 };
 
 // The stages' flat memory: f32 host memory from the host's allocator, or (given the device) device
-// memory of any float dtype. Zero-filled, unless `zeroed` is false on a device (memory the caller
-// writes whole before reading it, such as a stage-3 gather); host memory always is.
+// memory of any float dtype, counted in `category` (DSPP_MEM_*). Zero-filled, unless `zeroed` is
+// false on a device (memory the caller writes whole before reading it, such as a stage-3 gather);
+// host memory always is.
 class FlatMemory {
  public:
-  void reset(const dspp_host_api* host, const DeviceOps* ops, int64_t n, int32_t dtype = DSPP_F32,
-             bool zeroed = true) {
+  void reset(const dspp_host_api* host, const DeviceOps* ops, int32_t category, int64_t n,
+             int32_t dtype = DSPP_F32, bool zeroed = true) {
     if (ops) {
       host_mem_.reset(nullptr, 0);
-      dev_mem_.reset(*ops, dtype, n);
+      dev_mem_.reset(*ops, category, dtype, n);
       if (zeroed && n > 0) ops->zero(dev_mem_.view());
       return;
     }
@@ -115,7 +116,7 @@ class PartitionedGrads {
     part_ = &part;
     gpu_ = ops != nullptr;
     if (gpu_) ops_ = *ops;
-    acc_.reset(host_, dev(), part.size());
+    acc_.reset(host_, dev(), DSPP_MEM_GRADIENTS, part.size());
     slot_of_.assign(setup_.num_params, -1);
     int64_t shared = 0;
     for (int32_t i = 0; i < setup_.num_params; ++i) {
@@ -124,15 +125,17 @@ class PartitionedGrads {
         shared += setup_.params[i].numel;
       }
     }
-    shared_.reset(host_, dev(), shared);
+    shared_.reset(host_, dev(), DSPP_MEM_COMM_BUFFERS, shared);
     const int64_t cap = std::max<int64_t>(1, std::min(bucket_size, flat_numel));
     for (Bucket& b : buckets_) {
-      b.mem.reset(host_, dev(), cap);
+      b.mem.reset(host_, dev(), DSPP_MEM_COMM_BUFFERS, cap);
       b.top = cap;
     }
     if (gpu_) {
       // The 16-bit image a run is rounded through (mixed precision), a bucket's worth at a time.
-      if (mixed(setup_.working_dtype)) half_.reset(ops_, setup_.working_dtype, cap);
+      if (mixed(setup_.working_dtype)) {
+        half_.reset(ops_, DSPP_MEM_COMM_BUFFERS, setup_.working_dtype, cap);
+      }
     }
   }
 
@@ -211,7 +214,7 @@ class PartitionedGrads {
 
   // A module larger than the bucket: this bucket grows to hold it (it is idle: finished).
   void grow(Bucket& b, int64_t need) {
-    b.mem.reset(host_, dev(), need);
+    b.mem.reset(host_, dev(), DSPP_MEM_COMM_BUFFERS, need);
     b.top = need;
   }
 

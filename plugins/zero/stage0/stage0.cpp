@@ -127,7 +127,7 @@ class Stage0 final : public zc::StageBase {
         if (master_.offloaded() && setup_.dp->size() > 1) {
           // The master is host memory: gather the loaded shares in a device copy of it.
           zc::DeviceBuffer whole;
-          whole.reset(ops_, DSPP_F32, flat_numel_);
+          whole.reset(ops_, DSPP_MEM_COMM_BUFFERS, DSPP_F32, flat_numel_);
           master_.master_to_device(whole.view());
           zc::gather_partitions(setup_, b, false, whole.view());
           master_.master_from_device(whole.view());
@@ -190,8 +190,8 @@ class Stage0 final : public zc::StageBase {
       master_.init_device(ops_, setup_.working_dtype, working());
     }
     // The 16-bit image of the local gradient (mixed precision only), and the norm's accumulator.
-    if (mixed) grad16_.reset(ops_, setup_.working_dtype, flat_numel_);
-    norm_.reset(ops_, DSPP_F64, 1);
+    if (mixed) grad16_.reset(ops_, DSPP_MEM_COMM_BUFFERS, setup_.working_dtype, flat_numel_);
+    norm_.reset(ops_, DSPP_MEM_OTHER, DSPP_F64, 1);
     gpu_ = true;
     if (setup_.optimizer) {
       // Under offload the optimizer runs on the CPU, over the host master.

@@ -62,7 +62,7 @@ class Stage1 final : public zc::FlatPartitionStage {
       // A GPU under mixed precision: the 16-bit image the local gradient is rounded through, a
       // bucket at a time.
       if (gpu_ && zc::mixed(setup_.working_dtype)) {
-        half_.reset(ops_, setup_.working_dtype,
+        half_.reset(ops_, DSPP_MEM_COMM_BUFFERS, setup_.working_dtype,
                     std::max<int64_t>(1, std::min(bucket_, flat_numel_)));
       }
     });

@@ -89,7 +89,7 @@ class Stage3 final : public zc::FlatPartitionStage {
       part_ = zc::partition_optimizer(setup_, flat_numel_, me, optimizer_device());
       grads_.init(host_, setup_, part_, flat_numel_, bucket_size_, dev());
       store_ = gpu_ ? setup_.flat_params.dtype : DSPP_F32;
-      params_.reset(host_, dev(), part_.size(), store_);
+      params_.reset(host_, dev(), DSPP_MEM_PARAMETERS, part_.size(), store_);
       work_ = params_.view();
       take_initial_values();
       init_master();  // rounds the partition (CPU) and builds the master from it
@@ -291,7 +291,7 @@ class Stage3 final : public zc::FlatPartitionStage {
     }
     if (gpu_) {
       zc::FlatMemory f32;
-      f32.reset(host_, dev(), part_.size(), DSPP_F32, /*zeroed=*/false);
+      f32.reset(host_, dev(), DSPP_MEM_OTHER, part_.size(), DSPP_F32, /*zeroed=*/false);
       upload(staging.data(), f32.view(), part_.size());
       copy_view(f32.view(), work_);
     }
@@ -307,8 +307,8 @@ class Stage3 final : public zc::FlatPartitionStage {
     dspp::Communicator* dp = setup_.dp;
     const int64_t chunk = dspp::zero_init_chunk(p.numel, dp->size());
     zc::FlatMemory mine, whole;
-    mine.reset(host_, dev(), chunk, DSPP_F32, false);
-    whole.reset(host_, dev(), chunk * dp->size(), DSPP_F32, false);
+    mine.reset(host_, dev(), DSPP_MEM_COMM_BUFFERS, chunk, DSPP_F32, false);
+    whole.reset(host_, dev(), DSPP_MEM_COMM_BUFFERS, chunk * dp->size(), DSPP_F32, false);
     upload(static_cast<const float*>(p.value.data), mine.view(), chunk);
     std::vector<dspp::CommWork*> works;
     dspp::CommWork* w = nullptr;
@@ -323,7 +323,8 @@ class Stage3 final : public zc::FlatPartitionStage {
   Gathered& start_gather(int32_t i) {
     auto g = std::make_unique<Gathered>();
     const dspp::ZeroParam& p = setup_.params[i];
-    g->mem.reset(host_, dev(), p.numel, store_, /*zeroed=*/false);  // written whole below
+    // Written whole below.
+    g->mem.reset(host_, dev(), DSPP_MEM_PARAMETERS, p.numel, store_, /*zeroed=*/false);
     const dspp_tensor_view whole = g->mem.view();
     copy_own_part(i, whole, /*to_partition=*/false);
     dspp::Communicator* dp = setup_.dp;

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 #define DSPP_ABI_MAJOR 1
-#define DSPP_ABI_MINOR 2
+#define DSPP_ABI_MINOR 3
 
 // The entry symbol carries the ABI major in its name, so a library built for another major is
 // recognised as such (its symbol is simply not the one we look up) instead of being misread.
@@ -136,6 +136,11 @@ typedef struct dspp_host_api {
   // stream (NULL) in this release, so plugins enqueue there too and stay in order with it.
   // Read it through dspp::plugin::host_device(), which checks struct_size.
   void* (*device)(void* self);
+  // ABI 1.3: sets what the calling thread's later device allocations hold (DSPP_MEM_* of
+  // kinds/device.h), for the caching allocator's per-category counters, and returns the previous
+  // category. A no-op returning DSPP_MEM_OTHER (0) when the process computes on the CPU or its
+  // device plugin predates ABI 1.3. Use dspp::plugin::MemoryCategory, which checks struct_size.
+  int32_t (*memory_category)(void* self, int32_t category);
 } dspp_host_api;
 
 // ---- option schema

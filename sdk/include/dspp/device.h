@@ -30,12 +30,31 @@ void synchronize_device();
 Device* compute_device();
 DeviceKernels* compute_kernels();
 
+// What device memory holds, for the per-category counters (DSPP_MEM_* of <dspp/kinds/device.h>).
+enum class MemoryCategory : int32_t {
+  kOther = 0,           // kernel workspaces, scratch, anything untagged
+  kParameters = 1,      // the model's working parameters (ZeRO-3: partition and gathers)
+  kGradients = 2,       // the flat gradient buffer, a partition's accumulated gradient
+  kOptimizerState = 3,  // optimizer states and fp32 master weights
+  kActivations = 4,     // what forward and backward make
+  kCommBuffers = 5,     // reduction buckets, staging for collectives
+};
+constexpr int kMemoryCategories = 6;
+// "other", "parameters", "gradients", "optimizer states", "activations", "comm buffers".
+const char* memory_category_name(MemoryCategory c);
+
 // The caching allocator's counters of the current GPU (bytes); zeros on the CPU.
 struct DeviceMemory {
   int64_t allocated = 0;
   int64_t peak_allocated = 0;
   int64_t reserved = 0;
   int64_t total = 0;  // the GPU's memory
+  // Per MemoryCategory (index = its value): held now and the most held since the last reset
+  // (block sizes, as `allocated`), and held now as the callers asked (not rounded to blocks).
+  // Zeros with a device plugin older than ABI 1.3.
+  int64_t category_allocated[kMemoryCategories] = {};
+  int64_t category_peak[kMemoryCategories] = {};
+  int64_t category_requested[kMemoryCategories] = {};
 };
 DeviceMemory device_memory();
 void reset_device_peak_memory();

@@ -101,7 +101,9 @@ class ProcessGroup {
 };
 
 struct DistOptions {
-  std::string backend = "gloo";           // the comm plugin's name
+  // The comm plugin's name; empty: $DSPP_COMM_BACKEND when set, else the accelerator's as
+  // DeepSpeed picks it: "nccl" once dspp::use_device chose a GPU, "gloo" on the CPU.
+  std::string backend;
   std::string init_method = "env://";     // or "file:///shared/dir" (a file store every rank sees)
   int distributed_port = 29500;           // MASTER_PORT when the environment has none
   std::vector<std::string> plugin_paths;  // extra folders to find the comm plugin in

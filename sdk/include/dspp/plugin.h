@@ -90,6 +90,31 @@ inline void* host_device(const dspp_host_api* host) noexcept {
   return host->device(host->self);
 }
 
+// Tags the device memory the calling thread allocates while this lives with `category`
+// (DSPP_MEM_*, kinds/device.h), then restores the previous category. A no-op with a host older
+// than ABI 1.3 or one computing on the CPU.
+class MemoryCategory {
+ public:
+  MemoryCategory(const dspp_host_api* host, int32_t category) noexcept
+      : host_(host &&
+                      host->struct_size >= offsetof(dspp_host_api, memory_category) +
+                                               sizeof(host->memory_category) &&
+                      host->memory_category
+                  ? host
+                  : nullptr) {
+    if (host_) previous_ = host_->memory_category(host_->self, category);
+  }
+  ~MemoryCategory() {
+    if (host_) host_->memory_category(host_->self, previous_);
+  }
+  MemoryCategory(const MemoryCategory&) = delete;
+  MemoryCategory& operator=(const MemoryCategory&) = delete;
+
+ private:
+  const dspp_host_api* host_;
+  int32_t previous_ = 0;
+};
+
 inline void log(const dspp_host_api* host, dspp_log_level level, const char* plugin,
                 const std::string& msg) noexcept {
   if (host && host->log) host->log(host->self, level, plugin, msg.c_str());

@@ -14,6 +14,17 @@
 #ifdef __cplusplus
 namespace dspp {
 
+// What a block of device memory holds (ABI 1.3), for the caching allocator's per-category
+// counters. The category is the allocating thread's (Device::set_memory_category; plugins use
+// dspp::plugin::MemoryCategory, the core its engine scopes) when the block is allocated.
+#define DSPP_MEM_OTHER 0            // kernel workspaces, scratch, anything untagged
+#define DSPP_MEM_PARAMETERS 1       // the model's working parameters (ZeRO-3: partition, gathers)
+#define DSPP_MEM_GRADIENTS 2        // gradients: the flat buffer, a partition's accumulator
+#define DSPP_MEM_OPTIMIZER_STATE 3  // optimizer states and fp32 master weights
+#define DSPP_MEM_ACTIVATIONS 4      // what forward and backward make (outputs, saved tensors)
+#define DSPP_MEM_COMM_BUFFERS 5     // reduction buckets, staging for collectives
+#define DSPP_MEM_CATEGORIES 6       // how many there are (the arrays below have room for 8)
+
 // The caching allocator's counters (bytes unless named otherwise). `struct_size` is set by the
 // caller; fields are only ever appended.
 struct DeviceMemoryStats {
@@ -31,6 +42,11 @@ struct DeviceMemoryStats {
   uint64_t ooms;                 // alloc() calls that failed with DSPP_ERR_OUT_OF_MEMORY
   uint64_t device_free_memory;   // what the GPU reports free now (all processes)
   uint64_t device_total_memory;  // the GPU's memory
+  // ABI 1.3, indexed by DSPP_MEM_*: held now (block sizes), the most held since
+  // reset_peak_stats (block sizes), and held now as the callers asked.
+  uint64_t category_allocated[8];
+  uint64_t category_peak[8];
+  uint64_t category_requested[8];
 };
 
 class DeviceKernels;  // the layer kernels, below
@@ -91,6 +107,12 @@ class Device {
   // calls it only on plugins whose descriptor's abi_minor is at least 1. The layer kernels of this
   // device, or NULL when it has none; they live as long as the device and run on its GPU.
   virtual DeviceKernels* kernels() noexcept { return nullptr; }
+
+  // Appended in ABI 1.3 (called only on plugins whose abi_minor is at least 3): the category
+  // (DSPP_MEM_*) of the calling thread's later alloc()s, until set again; returns the previous
+  // one. Categories are per thread (the default is DSPP_MEM_OTHER); an unknown one counts as
+  // DSPP_MEM_OTHER.
+  virtual int32_t set_memory_category(int32_t /*category*/) noexcept { return DSPP_MEM_OTHER; }
 
  protected:
   ~Device() = default;
