@@ -184,9 +184,9 @@ class FakeDevice final : public dspp::Device {
     if (!ptr) return DSPP_OK;
     auto it = blocks_.find(ptr);
     if (it == blocks_.end()) return fail(DSPP_ERR_INVALID_ARGUMENT, "free of an unknown pointer");
-    std::free(ptr);
     blocks_.erase(it);
     category_of_.erase(ptr);
+    std::free(ptr);
     return DSPP_OK;
   }
   dspp_status empty_cache() noexcept override { return DSPP_OK; }
