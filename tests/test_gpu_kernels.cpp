@@ -13,7 +13,8 @@
 // sum (see its test for why), adam_step bit for bit against the CPU kernel's fp32 expression;
 // version 3: the steps of SGD, Lion, Adagrad and LAMB and Muon's elementwise pieces bit for bit
 // against the CPU kernels' fp32 expressions, transpose and add_diagonal exactly, divide_by_norm
-// bit for bit against the CPU's rounding of the root.
+// bit for bit against the CPU's rounding of the root; version 4: fill_uniform bit for bit against
+// <dspp/philox.h> on the host, fill_normal within a few f32 ulps of a float64 Box-Muller.
 // Failures print how many elements missed, the worst one (by its error over its bound) with its
 // index, both values and the bound. DSPP_KERNEL_TEST_VERBOSE=1 prints the worst ratio of every
 // check, also when it passes (to see how much room each bound leaves).
@@ -21,6 +22,7 @@
 // Skipped (exit 77) without a GPU; see tests/gpu_main.cpp.
 #include <dspp/error.h>
 #include <dspp/kinds/device.h>
+#include <dspp/philox.h>
 #include <dspp/plugins.h>
 
 #include <algorithm>
@@ -33,6 +35,7 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <numbers>
 #include <random>
 #include <sstream>
 #include <string>
@@ -1774,6 +1777,86 @@ TEST_CASE("device/cuda kernels: transpose, add_diagonal and divide_by_norm (Muon
 }
 
 // ---- steady state ---------------------------------------------------------------------------
+
+TEST_CASE("device/cuda kernels: philox fill_uniform and fill_normal by the counter mapping",
+          "[gpu][kernels][random]") {
+  Gpu g;
+  REQUIRE(g.k->version() >= 4);
+  using namespace dspp::philox;
+  const uint64_t seed = 0x9e3779b97f4a7c15ull;
+  const int64_t n = 100003;      // not a multiple of 4, several blocks of threads
+  const uint64_t offset = 4097;  // the stream starts mid-block (lane 1)
+  // Uniform: fma(high - low, u, low) in f32 from the host's own Philox words, bit for bit, in f32;
+  // bf16 and f16 are that f32 value rounded once (round to nearest even), exactly.
+  const float low = -0.75f, high = 2.5f;
+  std::vector<double> ref(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t e = offset + static_cast<uint64_t>(i);
+    ref[static_cast<size_t>(i)] =
+        std::fmaf(high - low, unit_float(block_of(seed, e).w[e & 3]), low);
+  }
+  for (int32_t dt : kFloatTypes) {
+    INFO("fill_uniform " << dtype_name(dt));
+    Buf out(g, dt, {n});
+    check(g.k->fill_uniform(out.v(), seed, offset, low, high, g.stream), "fill_uniform");
+    expect_close("fill_uniform", out.download(), round_all(dt, ref), {n}, 0, 0);
+  }
+  // The counter property: two fills at offsets o and o + k equal one fill of the whole range.
+  {
+    const int64_t k = 777;
+    Buf whole(g, DSPP_F32, {n}), a(g, DSPP_F32, {k}), b(g, DSPP_F32, {n - k});
+    check(g.k->fill_uniform(whole.v(), seed, offset, low, high, g.stream), "fill_uniform");
+    check(g.k->fill_uniform(a.v(), seed, offset, low, high, g.stream), "fill_uniform");
+    check(g.k->fill_uniform(b.v(), seed, offset + k, low, high, g.stream), "fill_uniform");
+    std::vector<double> joined = a.download(), rest = b.download();
+    joined.insert(joined.end(), rest.begin(), rest.end());
+    expect_close("fill_uniform in two parts", joined, whole.download(), {n}, 0, 0);
+  }
+  // Normal: Box-Muller from the same words, the reference in float64; the device's f32 log,
+  // sqrt and sincospi are each within a few ulps, so |got - ref| <= 4e-6 (1 + |ref|) (|z| < 6
+  // for u1 >= 2^-24) covers them, while a wrong lane or word gives an O(1) error.
+  const float mean = 0.5f, sd = 2.0f;
+  std::vector<double> nref(static_cast<size_t>(n));
+  double sum = 0.0, sum_sq = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t e = offset + static_cast<uint64_t>(i);
+    const Words b = block_of(seed, e);
+    const int p = static_cast<int>((e & 3) >> 1);
+    const double u1 = (static_cast<double>(b.w[2 * p] >> 8) + 1.0) * 0x1p-24;
+    const double u2 = static_cast<double>(b.w[2 * p + 1] >> 8) * 0x1p-24;
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    const double z = (e & 1) ? r * std::sin(2.0 * std::numbers::pi * u2)
+                             : r * std::cos(2.0 * std::numbers::pi * u2);
+    nref[static_cast<size_t>(i)] = mean + sd * z;
+    sum += z;
+    sum_sq += z * z;
+  }
+  {
+    Buf out(g, DSPP_F32, {n});
+    check(g.k->fill_normal(out.v(), seed, offset, mean, sd, g.stream), "fill_normal");
+    std::vector<double> got = out.download();
+    // As standard normals, so the bound is relative to |z|.
+    std::vector<double> gz(got.size()), rz(got.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      gz[i] = (got[i] - mean) / sd;
+      rz[i] = (nref[i] - mean) / sd;
+    }
+    expect_close("fill_normal", gz, rz, {n}, 4e-6, 4e-6);
+  }
+  // The reference itself looks normal (a check on the mapping, not on the GPU): mean within
+  // 5 / sqrt(n) of 0, variance within 2% of 1.
+  CHECK(std::fabs(sum / n) < 5.0 / std::sqrt(static_cast<double>(n)));
+  CHECK(std::fabs(sum_sq / n - 1.0) < 0.02);
+  // Arguments.
+  {
+    Buf out(g, DSPP_F32, {8});
+    CHECK(g.k->fill_uniform(out.v(), seed, 0, 1.0f, 0.0f, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    CHECK(contains(dspp::last_plugin_error(), "fill_uniform: low and high must be finite"));
+    CHECK(g.k->fill_normal(out.v(), seed, 0, 0.0f, -1.0f, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+    Buf ints(g, DSPP_I32, {8});
+    CHECK(g.k->fill_normal(ints.v(), seed, 0, 0.0f, 1.0f, g.stream) == DSPP_ERR_INVALID_ARGUMENT);
+  }
+}
 
 TEST_CASE("device/cuda kernels: a repeated training step calls cudaMalloc only in the first",
           "[gpu][kernels]") {

@@ -87,6 +87,14 @@ class FakeKernels final : public dspp::DeviceKernels {
                                 const dspp_tensor_view*, void*) noexcept override {
     return none("attention_forward");
   }
+  dspp_status fill_uniform(const dspp_tensor_view*, uint64_t, uint64_t, float, float,
+                           void*) noexcept override {
+    return none("fill_uniform");
+  }
+  dspp_status fill_normal(const dspp_tensor_view*, uint64_t, uint64_t, float, float,
+                          void*) noexcept override {
+    return none("fill_normal");
+  }
   dspp_status attention_backward(const dspp_tensor_view*, const dspp_tensor_view*,
                                  const dspp_tensor_view*, const dspp_tensor_view*, int32_t,
                                  const dspp_tensor_view*, void*) noexcept override {

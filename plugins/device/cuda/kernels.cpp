@@ -538,6 +538,39 @@ class CudaKernels final : public dspp::DeviceKernels {
     });
   }
 
+  dspp_status fill_uniform(const dspp_tensor_view* out, uint64_t seed, uint64_t offset, float low,
+                           float high, void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("fill_uniform");
+      const dspp_tensor_view& vo = args.need(out, "out");
+      args.floating(vo, "out");
+      const float span = high - low;
+      if (!std::isfinite(low) || !std::isfinite(span) || span < 0.0f) {
+        args.fail("low and high must be finite with low <= high, got " + std::to_string(low) +
+                  " and " + std::to_string(high));
+      }
+      bind_();
+      launch_fill_random(vo.dtype, vo.data, numel(vo), seed, offset, false, low, span,
+                         static_cast<cudaStream_t>(stream));
+    });
+  }
+
+  dspp_status fill_normal(const dspp_tensor_view* out, uint64_t seed, uint64_t offset, float mean,
+                          float std, void* stream) noexcept override {
+    return dspp::plugin::guard(host_, [&] {
+      Args args("fill_normal");
+      const dspp_tensor_view& vo = args.need(out, "out");
+      args.floating(vo, "out");
+      if (!std::isfinite(mean) || !std::isfinite(std) || std < 0.0f) {
+        args.fail("mean must be finite and std finite and >= 0, got " + std::to_string(mean) +
+                  " and " + std::to_string(std));
+      }
+      bind_();
+      launch_fill_random(vo.dtype, vo.data, numel(vo), seed, offset, true, mean, std,
+                         static_cast<cudaStream_t>(stream));
+    });
+  }
+
   dspp_status cast(const dspp_tensor_view* x, const dspp_tensor_view* out,
                    void* stream) noexcept override {
     return dspp::plugin::guard(host_, [&] {

@@ -3,6 +3,8 @@
 //
 // Elementwise kernels are grid-stride loops with one element per thread and iteration; they are
 // memory-bound and every element is independent, so results do not depend on the launch shape.
+#include <dspp/philox.h>
+
 #include "kernels_common.cuh"
 
 namespace dspp::cuda {
@@ -47,6 +49,31 @@ __global__ void fill_kernel(T* out, T value, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     out[i] = value;
+  }
+}
+
+// One thread per element: each computes its element's Philox block (the four lanes of a block are
+// computed by four threads; 10 rounds of two 32-bit multiplies are cheap next to the store).
+template <class T>
+__global__ void random_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset, bool normal,
+                              float a, float span) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t e = offset + static_cast<uint64_t>(i);
+    const philox::Words b = philox::block_of(seed, e);
+    float v;
+    if (!normal) {
+      v = __fmaf_rn(span, philox::unit_float(b.w[e & 3]), a);
+    } else {
+      const int p = static_cast<int>((e & 3) >> 1);
+      const float u1 = static_cast<float>((b.w[2 * p] >> 8) + 1) * 5.9604644775390625e-8f;
+      const float u2 = philox::unit_float(b.w[2 * p + 1]);
+      const float r = sqrtf(-2.0f * logf(u1));
+      float s, c;
+      sincospif(2.0f * u2, &s, &c);
+      v = __fmaf_rn(span, r * ((e & 1) ? s : c), a);
+    }
+    out[i] = from_float<T>(v);
   }
 }
 
@@ -173,6 +200,17 @@ void launch_fill(int32_t dtype, void* out, double value, int64_t n, cudaStream_t
       fill_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<T*>(out), v, n);
     });
   }
+  DSPP_KERNEL_CHECK(cudaGetLastError());
+}
+
+void launch_fill_random(int32_t dtype, void* out, int64_t n, uint64_t seed, uint64_t offset,
+                        bool normal, float a, float span, cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    random_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(static_cast<T*>(out), n, seed,
+                                                                     offset, normal, a, span);
+  });
   DSPP_KERNEL_CHECK(cudaGetLastError());
 }
 

@@ -45,6 +45,10 @@ void launch_scale(int32_t dtype, const void* x, float alpha, void* out, int64_t 
                   cudaStream_t stream);
 // dtype may also be i32.
 void launch_fill(int32_t dtype, void* out, double value, int64_t n, cudaStream_t stream);
+// Philox random numbers (DeviceKernels::fill_uniform / fill_normal): uniform on [a, a + span)
+// when `normal` is false, else mean a and standard deviation `span`.
+void launch_fill_random(int32_t dtype, void* out, int64_t n, uint64_t seed, uint64_t offset,
+                        bool normal, float a, float span, cudaStream_t stream);
 void launch_cast(int32_t x_dtype, const void* x, int32_t out_dtype, void* out, int64_t n,
                  cudaStream_t stream);
 // The GEMM epilogue where cuBLASLt does not fuse it: c [m, n] = gelu?(c + bias?), with `pre`

@@ -131,7 +131,7 @@ class Device {
 // A bad shape or dtype fails with DSPP_ERR_INVALID_ARGUMENT and a message naming the argument;
 // nothing is enqueued then.
 
-#define DSPP_DEVICE_KERNELS_VERSION 3
+#define DSPP_DEVICE_KERNELS_VERSION 4
 
 // gemm epilogues: what is applied to alpha op(a) op(b) + beta c before it is stored in c.
 #define DSPP_GEMM_EPILOGUE_NONE 0
@@ -355,6 +355,24 @@ class DeviceKernels {
   virtual dspp_status divide_by_norm(const dspp_tensor_view* x, const dspp_tensor_view* sum_sq,
                                      float eps, const dspp_tensor_view* out,
                                      void* stream) noexcept = 0;
+
+  // ---- Version 4 (appended within ABI 1.3; call only when version() >= 4): counter-based random
+  // numbers, Philox4x32-10 with <dspp/philox.h>'s element mapping. Element i of `out` (any shape,
+  // f32, bf16 or f16) is element offset + i of the stream of `seed`, so the values depend on
+  // (seed, offset + i) alone: the same on every GPU and launch shape, and filling [0, n) at once
+  // equals filling [0, k) at offset o and [k, n) at offset o + k.
+  //
+  // Uniform on [low, high): fma(high - low, u, low) in f32 (high - low rounded to f32 first),
+  // with u = philox::unit_float(lane e % 4 of e's block), rounded once to out's dtype.
+  virtual dspp_status fill_uniform(const dspp_tensor_view* out, uint64_t seed, uint64_t offset,
+                                   float low, float high, void* stream) noexcept = 0;
+  // Normal (mean, std), Box-Muller on a lane pair: element e uses words 2p and 2p + 1 of its
+  // block, p = (e % 4) / 2: u1 = ((w[2p] >> 8) + 1) 2^-24 in (0, 1], u2 = unit_float(w[2p + 1]),
+  // r = sqrt(-2 ln u1), z = r cos(2 pi u2) for even e and r sin(2 pi u2) for odd e, in f32 (the
+  // device's own log, sqrt, sin and cos: a few ulps from the exact value), then fma(std, z, mean)
+  // rounded once to out's dtype.
+  virtual dspp_status fill_normal(const dspp_tensor_view* out, uint64_t seed, uint64_t offset,
+                                  float mean, float std, void* stream) noexcept = 0;
 
  protected:
   ~DeviceKernels() = default;
