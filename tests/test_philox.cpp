@@ -42,9 +42,9 @@ TEST_CASE("philox element mapping: counter e / 4 with the seed as key, floats in
   // Element e's block is the counter {lo(e/4), hi(e/4), 0, 0} under key {lo(seed), hi(seed)}.
   for (uint64_t e : {0ull, 3ull, 4ull, 1ull << 34, (1ull << 34) + 7}) {
     const uint64_t b = e / 4;
-    const Words want = philox4x32_10(
-        Words{{static_cast<uint32_t>(b), static_cast<uint32_t>(b >> 32), 0u, 0u}}, 0x89abcdefu,
-        0x01234567u);
+    const Words want =
+        philox4x32_10(Words{{static_cast<uint32_t>(b), static_cast<uint32_t>(b >> 32), 0u, 0u}},
+                      0x89abcdefu, 0x01234567u);
     const Words got = block_of(seed, e);
     for (int k = 0; k < 4; ++k) CHECK(got.w[k] == want.w[k]);
   }
