@@ -35,7 +35,7 @@ TEST_CASE("philox4x32-10 matches Random123's known-answer vectors", "[philox]") 
                0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u);
 }
 
-TEST_CASE("philox element mapping: counter e / 4 with the seed as key, floats in [0, 1)",
+TEST_CASE("philox element mapping: counter e / 4 with the seed as key, unit floats below 1",
           "[philox]") {
   using namespace dspp::philox;
   const uint64_t seed = 0x0123456789abcdefull;
