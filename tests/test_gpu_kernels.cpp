@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "catch.h"
+#include "half_bits.h"
 #include "test_util.h"
 
 namespace {
@@ -69,52 +70,12 @@ size_t dtype_size(int32_t d) {
   return d == DSPP_BF16 || d == DSPP_F16 ? 2 : d == DSPP_F64 ? 8 : 4;
 }
 
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-float float_of(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// f32 -> bf16, round to nearest even (no NaN inputs here).
-uint16_t bf16_bits(float f) {
-  const uint32_t u = bits_of(f);
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-float bf16_value(uint16_t h) {
-  return float_of(uint32_t(h) << 16);
-}
-
-// f32 -> f16, round to nearest even, with subnormals and overflow to infinity.
-uint16_t f16_bits(float f) {
-  const uint32_t u = bits_of(f);
-  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
-  const uint32_t a = u & 0x7FFFFFFFu;
-  if (a >= 0x47800000u) return sign | 0x7C00u;        // >= 65536: infinity
-  if (a < 0x38800000u) {                              // below 2^-14: a multiple of 2^-24
-    const float scaled = std::fabs(f) * 16777216.0f;  // exact: a power-of-two scaling
-    return sign | static_cast<uint16_t>(std::nearbyint(scaled));
-  }
-  const uint32_t exp = (a >> 23) - 127 + 15;
-  uint32_t h = (exp << 10) | ((a & 0x7FFFFFu) >> 13);
-  const uint32_t rest = a & 0x1FFFu;
-  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // may carry into the exponent
-  return sign | static_cast<uint16_t>(h);
-}
-float f16_value(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
-  if (exp == 0) {
-    const float v = std::ldexp(static_cast<float>(mant), -24);
-    return sign ? -v : v;
-  }
-  if (exp == 31) return float_of(sign | 0x7F800000u | (mant << 13));
-  return float_of(sign | ((exp - 15 + 127) << 23) | (mant << 13));
-}
+using half_bits::bf16_bits;
+using half_bits::bf16_value;
+using half_bits::bits_of;
+using half_bits::f16_bits;
+using half_bits::f16_value;
+using half_bits::float_of;
 
 // The value as the dtype stores it.
 double round_to(int32_t dtype, double v) {

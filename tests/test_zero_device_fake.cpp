@@ -801,13 +801,7 @@ TEST_CASE("kernels of version 2 refuse the optimizers that need version 3, befor
           "[optimizer][device]") {
   FakeDevice v2(2);
   const dspp_host_api* host = zdev::host_with_device(&v2);
-  dspp::ParamSegment seg{};
-  seg.name = "w";
-  seg.ndim = 2;
-  seg.shape[0] = 4;
-  seg.shape[1] = 4;
-  seg.numel = 16;
-  seg.flags = DSPP_PARAM_USE_MUON;
+  const dspp::ParamSegment seg = zdev::muon_matrix_segment();
   const dspp::ParamGroupSetup group{0.01, 0.0, nullptr};
   const dspp::OptimizerSetup os{&seg, 1, &group, 1, 16, dspp_device{DSPP_DEVICE_CUDA, 0}};
   struct Opt {

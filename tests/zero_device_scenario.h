@@ -60,41 +60,20 @@
 #include <vector>
 
 #include "catch.h"
+#include "half_bits.h"
 #include "test_util.h"
 
 namespace zdev {
 
 // ---- 16-bit values on the host (round to nearest even), independent of the code under test ----
 
-inline uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float float_of(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline uint16_t bf16_bits(float f) {
-  const uint32_t u = bits_of(f);
-  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40u);  // a quiet NaN
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-inline float bf16_value(uint16_t h) {
-  return float_of(uint32_t(h) << 16);
-}
-inline uint16_t f16_bits(float f) {
-  const _Float16 h = static_cast<_Float16>(f);  // the compiler's conversion: ties to even
-  uint16_t b;
-  std::memcpy(&b, &h, 2);
-  return b;
-}
-inline float f16_value(uint16_t b) {
-  _Float16 h;
-  std::memcpy(&h, &b, 2);
-  return static_cast<float>(h);
-}
+using half_bits::bf16_bits;
+using half_bits::bf16_value;
+using half_bits::bits_of;
+using half_bits::f16_bits;
+using half_bits::f16_value;
+using half_bits::float_of;
+
 inline float round_to(int32_t dtype, float f) {
   if (dtype == DSPP_BF16) return bf16_value(bf16_bits(f));
   if (dtype == DSPP_F16) return f16_value(f16_bits(f));
@@ -877,12 +856,8 @@ inline void stages_agree(dspp::Device& dev, int32_t dtype) {
   }
 }
 
-// What refuses the GPU, with `dev` as the host's device: AdamW's AMSGrad (before allocating
-// anything). (Every built-in optimizer has a device step; their comparisons with the CPU are
-// optimizer_device_scenario.h's.)
-inline void device_refusals(dspp::Device& dev) {
-  const dspp_host_api* host = host_with_device(&dev);
-  const dspp_device cuda{DSPP_DEVICE_CUDA, 0};
+// One 4 x 4 matrix "w" in group 0, flagged for Muon: the segment of the refusal checks.
+inline dspp::ParamSegment muon_matrix_segment() {
   dspp::ParamSegment seg{};
   seg.name = "w";
   seg.group = 0;
@@ -891,6 +866,16 @@ inline void device_refusals(dspp::Device& dev) {
   seg.shape[1] = 4;
   seg.numel = 16;
   seg.flags = DSPP_PARAM_USE_MUON;
+  return seg;
+}
+
+// What refuses the GPU, with `dev` as the host's device: AdamW's AMSGrad (before allocating
+// anything). (Every built-in optimizer has a device step; their comparisons with the CPU are
+// optimizer_device_scenario.h's.)
+inline void device_refusals(dspp::Device& dev) {
+  const dspp_host_api* host = host_with_device(&dev);
+  const dspp_device cuda{DSPP_DEVICE_CUDA, 0};
+  const dspp::ParamSegment seg = muon_matrix_segment();
   const dspp::ParamGroupSetup group{0.01, 0.0, nullptr};
   const dspp::OptimizerSetup os{&seg, 1, &group, 1, 16, cuda};
 
