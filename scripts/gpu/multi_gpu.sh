@@ -30,6 +30,9 @@ DSRUN="$B/bin/dsrun"
 port() { echo $(( 20000 + RANDOM % 20000 )); }
 SMALL="--device cuda --n-layer 2 --n-embd 128 --n-head 4 --seed 3 --eval-batches 1"
 
+# "<name> <N> B" in a ds-train line: N.
+bytes_of() { sed -n "s/.*$1 \([0-9]*\) B.*/\1/p" <<<"$2"; }
+
 # Column 2 of a ds-train CSV: the step's loss. Prints the largest relative difference.
 max_rel() {
   paste -d, <(awk -F, 'NR > 1 { print $2 }' "$1") <(awk -F, 'NR > 1 { print $2 }' "$2") |
@@ -82,15 +85,13 @@ for stage in ${MULTI_STAGES:-0 1 2 3}; do
     --set zero_optimization.stage3_param_persistence_threshold=0 >"$OUT/mem-z$stage.log" 2>&1
   rc=$?
   psi="$(sed -n 's/.*vocab=[0-9]*, \([0-9]*\) parameters.*/\1/p' "$OUT/mem-z$stage.log" | head -1)"
+  # The stages' accounting, then the caching allocator's categories after setup (bytes as asked).
   line="$(grep -m1 'model states per rank' "$OUT/mem-z$stage.log")"
-  p="$(sed -n 's/.*parameters \([0-9]*\) B.*/\1/p' <<<"$line")"
-  g="$(sed -n 's/.*gradients \([0-9]*\) B.*/\1/p' <<<"$line")"
-  s="$(sed -n 's/.*optimizer states \([0-9]*\) B.*/\1/p' <<<"$line")"
-  # The caching allocator's categories after setup (bytes as asked).
   cat="$(grep -m1 'GPU memory after setup on rank 0, by category' "$OUT/mem-z$stage.log")"
-  ap="$(sed -n 's/.*parameters \([0-9]*\) B.*/\1/p' <<<"$cat")"
-  ag="$(sed -n 's/.*gradients \([0-9]*\) B.*/\1/p' <<<"$cat")"
-  as="$(sed -n 's/.*optimizer states \([0-9]*\) B.*/\1/p' <<<"$cat")"
+  p="$(bytes_of parameters "$line")" g="$(bytes_of gradients "$line")"
+  s="$(bytes_of "optimizer states" "$line")"
+  ap="$(bytes_of parameters "$cat")" ag="$(bytes_of gradients "$cat")"
+  as="$(bytes_of "optimizer states" "$cat")"
   peaks="$(grep 'GPU memory on rank' "$OUT/mem-z$stage.log" | sed 's/.*peak allocated \([0-9.]*\) GiB.*/\1/' | tr '\n' ' ')"
   catpeaks="$(grep -m1 'GPU memory on rank' "$OUT/mem-z$stage.log" | sed -n 's/.*peaks by category: \(.*\))$/\1/p')"
   if [ $rc -ne 0 ] || [ -z "$psi" ]; then
